@@ -1,0 +1,1 @@
+"""Dagster wiring: assets, checks, partitions, resources, schedules, sensors (the only package importing dagster)."""

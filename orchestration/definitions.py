@@ -1,0 +1,17 @@
+"""The Dagster code location: `dagster dev -w workspace.yaml` loads `defs` from here."""
+
+import dagster as dg
+
+from orchestration.assets.ingest import raw_crawl, source_assets
+from orchestration.jobs import crawl_ingest_job, sources_ingest_job
+from orchestration.resources import default_resources
+from orchestration.schedules import crawl_refresh_schedule, sources_refresh_schedule
+from orchestration.sensors import crawl_file_sensor
+
+defs = dg.Definitions(
+    assets=[raw_crawl, *source_assets],
+    jobs=[crawl_ingest_job, sources_ingest_job],
+    sensors=[crawl_file_sensor],
+    schedules=[crawl_refresh_schedule, sources_refresh_schedule],
+    resources=default_resources(),
+)

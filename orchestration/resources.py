@@ -1,0 +1,42 @@
+"""Dagster resources: where the lake and the inputs are. Values default to the env settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.lake import Lake
+from pipelines.settings import setting_path
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The lake root; every asset writes Parquet under it."""
+
+    root: str
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(Path(self.root))
+
+
+class InputsResource(dg.ConfigurableResource):
+    """Input locations: the crawl directory the sensor watches, and the source corpora."""
+
+    crawl_dir: str
+    sources_dir: str
+
+    @property
+    def crawl_path(self) -> Path:
+        return Path(self.crawl_dir)
+
+    @property
+    def sources_path(self) -> Path:
+        return Path(self.sources_dir)
+
+
+def default_resources() -> dict:
+    return {
+        "lake": LakeResource(root=str(setting_path("LAKE_DIR"))),
+        "inputs": InputsResource(crawl_dir=str(setting_path("CRAWL_DIR")), sources_dir=str(setting_path("SOURCES_DIR"))),
+    }

@@ -1,0 +1,25 @@
+"""Periodic refreshes: catch up crawl partitions never materialized, re-ingest sources."""
+
+
+import dagster as dg
+
+from orchestration.assets.ingest import crawl_files, raw_crawl
+from orchestration.jobs import crawl_ingest_job, sources_ingest_job
+
+
+@dg.schedule(job=crawl_ingest_job, cron_schedule="0 */6 * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="Every 6 hours: run ingest for registered crawl files that have no materialization yet "
+                         "(e.g. a failed or cancelled run).")
+def crawl_refresh_schedule(context: dg.ScheduleEvaluationContext):
+    keys = context.instance.get_dynamic_partitions(crawl_files.name)
+    done = context.instance.get_materialized_partitions(raw_crawl.key)
+    missing = [k for k in keys if k not in done]
+    if not missing:
+        return dg.SkipReason("every crawl file partition is materialized")
+    tick = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
+    return [dg.RunRequest(partition_key=k, run_key=f"refresh:{k}:{tick}") for k in missing]
+
+
+sources_refresh_schedule = dg.ScheduleDefinition(
+    name="sources_refresh_schedule", job=sources_ingest_job, cron_schedule="0 2 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING, description="Nightly re-ingest of the source corpora.")

@@ -1,0 +1,64 @@
+"""The crawl-directory sensor: new crawl files become partitions and runs.
+
+A file is added once its size has stopped changing between two ticks (or it is
+older than `SETTLE_SECONDS`), so a WARC still being copied is never ingested half
+way. The cursor holds the sizes of such pending files.
+"""
+
+
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from orchestration.assets.ingest import crawl_files
+from orchestration.jobs import crawl_ingest_job
+from orchestration.resources import InputsResource
+from pipelines.ingest.warc import is_crawl_file
+
+SETTLE_SECONDS = 30
+INVALID_KEY_PARTS = ("...", "\n", "\r", "\t", "\0")
+
+
+def list_crawl_files(crawl_dir: Path) -> dict[str, tuple[int, float]]:
+    """{relative path: (size, mtime)} for every WARC/WET file below `crawl_dir`."""
+    if not crawl_dir.is_dir():
+        return {}
+    out = {}
+    for p in crawl_dir.rglob("*"):
+        if p.is_file() and is_crawl_file(p):
+            st = p.stat()
+            out[p.relative_to(crawl_dir).as_posix()] = (st.st_size, st.st_mtime)
+    return out
+
+
+@dg.sensor(job=crawl_ingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Watches CRAWL_DIR; each new, fully written WARC/WET file becomes a `crawl_files` partition and a run.")
+def crawl_file_sensor(context: dg.SensorEvaluationContext, inputs: InputsResource) :
+    crawl_dir = inputs.crawl_path
+    if not crawl_dir.is_dir():
+        return dg.SkipReason(f"CRAWL_DIR {crawl_dir} does not exist; set CRAWL_DIR or create it")
+    pending: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+    known = set(context.instance.get_dynamic_partitions(crawl_files.name))
+    now = time.time()
+    ready, still_pending = [], {}
+    for rel, (size, mtime) in sorted(list_crawl_files(crawl_dir).items()):
+        if rel in known:
+            continue
+        if any(bad in rel for bad in INVALID_KEY_PARTS):
+            context.log.warning(f"skipping {rel!r}: its name cannot be a partition key; rename it")
+            continue
+        if now - mtime >= SETTLE_SECONDS or pending.get(rel) == size:
+            ready.append(rel)
+        else:
+            still_pending[rel] = size
+    context.update_cursor(json.dumps(still_pending, sort_keys=True))
+    if not ready:
+        waiting = f"; {len(still_pending)} file(s) still being written" if still_pending else ""
+        return dg.SkipReason(f"no new crawl files in {crawl_dir}{waiting}")
+    context.log.info(f"adding {len(ready)} crawl file partition(s): {ready[:5]}{'...' if len(ready) > 5 else ''}")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=rel, run_key=f"ingest:{rel}") for rel in ready],
+        dynamic_partitions_requests=[crawl_files.build_add_request(ready)],
+    )

@@ -1,0 +1,1 @@
+"""Data-processing library: plain Python over files and Arrow tables (no dagster imports)."""

@@ -1,0 +1,243 @@
+"""WARC/WET -> documents, resilient to corrupt records.
+
+fastwarc does the parsing (gzip or plain, WARC or WET). When it hits a corrupt
+gzip member or a malformed record it raises and stops; we then resynchronise at
+the next valid record boundary and carry on, so one bad record costs one record,
+never the file. Every record ends in exactly one outcome counted in IngestStats.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+from pipelines.ingest.html import BinaryContentError, UndecodableError, decode_payload, extract_main_text
+from pipelines.schema import document_id
+
+WARC_SUFFIXES = (".warc", ".warc.gz", ".wet", ".wet.gz", ".warc.wet", ".warc.wet.gz")
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+TEXT_TYPES = ("text/plain",)
+_CRAWL_IN_NAME = re.compile(r"CC-MAIN-\d{4}-\d{2}")
+_GZIP_MAGIC = b"\x1f\x8b\x08"
+_RESYNC_WINDOW = 1 << 16
+
+
+def is_crawl_file(path: Path) -> bool:
+    name = path.name
+    return not name.startswith(".") and name.endswith(WARC_SUFFIXES)
+
+
+def batched(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    """Group rows into lists of `size` (the last may be shorter): bounded memory per write."""
+    batch: list[dict] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass
+class IngestStats:
+    """Per-input outcome counts: what a user sees in the asset's metadata."""
+
+    outcomes: Counter = field(default_factory=Counter)  # one per response/resource/conversion record
+    other_records: Counter = field(default_factory=Counter)  # warcinfo, request, metadata, revisit ...
+    content_types: Counter = field(default_factory=Counter)
+    file_bytes: int = 0
+    payload_bytes: int = 0
+    text_chars: int = 0
+    skipped_bytes: int = 0  # bytes jumped over while resynchronising after corruption
+    errors: list[str] = field(default_factory=list)  # first few messages, with offsets
+    seconds: float = 0.0
+
+    def error(self, outcome: str, message: str) -> None:
+        self.outcomes[outcome] += 1
+        if len(self.errors) < 20:
+            self.errors.append(f"{outcome}: {message}")
+
+    @property
+    def records(self) -> int:
+        return sum(self.outcomes.values())
+
+
+def _find_next_record(fh, start: int, gz: bool) -> int | None:
+    """Offset of the next parseable record at or after `start`, or None at EOF."""
+    pos = start
+    while True:
+        fh.seek(pos)
+        window = fh.read(_RESYNC_WINDOW)
+        if not window:
+            return None
+        needle = _GZIP_MAGIC if gz else b"WARC/1."
+        i = window.find(needle)
+        while i != -1:
+            cand = pos + i
+            if (not gz and (cand == 0 or window[i - 1:i] == b"\n")) or (gz and _gzip_member_ok(fh, cand)):
+                return cand
+            i = window.find(needle, i + 1)
+        pos += max(len(window) - len(needle), 1)
+
+
+def _gzip_member_ok(fh, offset: int) -> bool:
+    fh.seek(offset)
+    try:
+        head = zlib.decompressobj(31).decompress(fh.read(_RESYNC_WINDOW), 16)
+    except zlib.error:
+        return False
+    return head.startswith(b"WARC/")
+
+
+def iter_records(path: Path, stats: IngestStats, record_types=WarcRecordType.any_type, max_record_bytes: int | None = None) -> Iterator[tuple[int, object]]:
+    """Yield (offset, fastwarc record), skipping over corrupt stretches of the file."""
+    path = Path(path)
+    stats.file_bytes = path.stat().st_size
+    with open(path, "rb") as fh:
+        gz = fh.read(3) == _GZIP_MAGIC
+        start = 0
+        while True:
+            fh.seek(start)
+            last = None
+            try:
+                for rec in ArchiveIterator(fh, record_types=record_types, parse_http=True, auto_decode="all"):
+                    last = start + rec.stream_pos
+                    if max_record_bytes and rec.content_length > max_record_bytes:
+                        stats.error("too_large", f"record at byte {last} has {rec.content_length} bytes (limit {max_record_bytes})")
+                        continue
+                    yield last, rec
+                return
+            except OSError as exc:  # fastwarc: corrupt gzip member or unparseable record
+                failed_at = last if last is not None else start
+                resume = _find_next_record(fh, failed_at + 1, gz)
+                end = resume if resume is not None else stats.file_bytes
+                stats.skipped_bytes += end - failed_at
+                if resume is None:
+                    stats.error("truncated", f"{path.name}: unreadable from byte {failed_at} to end of file ({exc})")
+                    return
+                stats.error("corrupt_record", f"{path.name}: bytes {failed_at}-{resume} skipped ({exc})")
+                start = resume
+
+
+def crawl_name_for(path: Path, warcinfo: dict[str, str] | None = None) -> str:
+    """Crawl id from the warcinfo `isPartOf` field, else from a CC-MAIN-YYYY-WW file name, else the stem."""
+    if warcinfo and warcinfo.get("isPartOf"):
+        return warcinfo["isPartOf"]
+    m = _CRAWL_IN_NAME.search(path.name)
+    return m.group(0) if m else path.name.split(".")[0]
+
+
+def _parse_warc_fields(block: bytes) -> dict[str, str]:
+    out = {}
+    for line in block.decode("utf-8", "replace").splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def ingest_warc(path: Path, origin_file: str, *, extractor: str = "resiliparse", min_text_chars: int = 1,
+                max_record_bytes: int | None = 20 << 20, batch_size: int = 1000,
+                stats: IngestStats | None = None) -> Iterator[list[dict]]:
+    """Yield batches of document rows (DOCUMENT_SCHEMA) from one WARC or WET file.
+
+    `stats` is filled as the file is read; the generator never raises for bad
+    records, only for an unreadable file (missing, permission denied).
+    """
+    stats = stats if stats is not None else IngestStats()
+    return batched(_iter_rows(Path(path), origin_file, extractor, min_text_chars, max_record_bytes, stats), batch_size)
+
+
+def _iter_rows(path, origin_file, extractor, min_text_chars, max_record_bytes, stats) -> Iterator[dict]:
+    t0 = time.perf_counter()
+    warcinfo: dict[str, str] | None = None
+    for offset, rec in iter_records(path, stats, max_record_bytes=max_record_bytes):
+        rtype = rec.record_type
+        if rtype == WarcRecordType.warcinfo:
+            warcinfo = _parse_warc_fields(rec.reader.read())
+            stats.other_records["warcinfo"] += 1
+            continue
+        if rtype not in (WarcRecordType.response, WarcRecordType.resource, WarcRecordType.conversion):
+            stats.other_records[str(rtype).rsplit(".", 1)[-1]] += 1
+            continue
+        row = _record_to_row(rec, offset, path, origin_file, warcinfo, extractor, min_text_chars, stats)
+        if row is not None:
+            yield row
+    stats.seconds = time.perf_counter() - t0
+
+
+def _record_to_row(rec, offset, path, origin_file, warcinfo, extractor, min_text_chars, stats) -> dict | None:
+    url = rec.headers.get("WARC-Target-URI") or None
+    where = f"{origin_file} @ byte {offset} ({url})"
+    if rec.record_type == WarcRecordType.response:
+        if not rec.is_http:
+            stats.error("not_http", where)
+            return None
+        status = rec.http_headers.status_code
+        if status != 200:
+            stats.outcomes[f"http_{status}"] += 1
+            return None
+        content_type = (rec.http_content_type or "").lower()
+        declared = rec.http_charset
+    else:  # resource / conversion: the block is the document
+        content_type = (rec.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        declared = "utf-8" if rec.record_type == WarcRecordType.conversion else None
+    stats.content_types[content_type or "unknown"] += 1
+    if content_type not in HTML_TYPES + TEXT_TYPES:
+        stats.outcomes["unsupported_content_type"] += 1
+        return None
+    try:
+        body = rec.reader.read()
+    except OSError as exc:
+        stats.error("corrupt_payload", f"{where}: {exc}")
+        return None
+    stats.payload_bytes += len(body)
+    if not body.strip():
+        stats.outcomes["empty_payload"] += 1
+        return None
+    try:
+        text, charset = decode_payload(body, declared)
+    except UndecodableError as exc:
+        stats.error("undecodable", f"{where}: {exc}")
+        return None
+    except BinaryContentError as exc:
+        stats.error("binary_content", f"{where}: {exc}")
+        return None
+    title = None
+    if content_type in HTML_TYPES:
+        try:
+            title, text = extract_main_text(text, extractor)
+        except Exception as exc:  # a parser failure on one page must not stop the file
+            stats.error("extraction_failed", f"{where}: {exc!r}")
+            return None
+    if len(text) < min_text_chars:
+        stats.outcomes["no_text"] += 1
+        return None
+    # WET conversion records point at the response they were made from: same id for both.
+    native = rec.headers.get("WARC-Refers-To") if rec.record_type == WarcRecordType.conversion else None
+    record_id = native or rec.record_id or f"{origin_file}@{offset}"
+    stats.outcomes["kept"] += 1
+    stats.text_chars += len(text)
+    return {
+        "id": document_id("web", record_id),
+        "source": "web",
+        "url": url,
+        "crawl": crawl_name_for(path, warcinfo),
+        "date": rec.record_date,
+        "title": title,
+        "text": text,
+        "content_type": content_type,
+        "charset": charset,
+        "origin_file": origin_file,
+        "origin_offset": offset,
+        "origin_id": record_id,
+        "raw_bytes": len(body),
+    }

@@ -1,0 +1,183 @@
+"""The lake: Parquet per asset and partition under one root, atomic writes, DuckDB views.
+
+Layout (documented in README):
+
+    <LAKE_DIR>/<asset>/<partition>/part-00000.parquet   partitioned assets
+    <LAKE_DIR>/<asset>/<partition>/manifest.json        row count, content hash, stats
+    <LAKE_DIR>/<asset>/_all/...                          unpartitioned assets
+    <LAKE_DIR>/catalog.duckdb                            one view per asset (read-only use)
+
+Writers put data in a hidden temp file in the target directory and `os.replace` it
+into place, so a reader or a crashed run never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+
+UNPARTITIONED = "_all"
+DATA_FILE = "part-00000.parquet"
+MANIFEST_FILE = "manifest.json"
+CATALOG_FILE = "catalog.duckdb"
+_SAFE = re.compile(r"[^A-Za-z0-9._=-]")
+
+
+def partition_dirname(partition_key: str | None) -> str:
+    """A file-system-safe, readable and collision-free directory name for a partition key."""
+    if partition_key is None:
+        return UNPARTITIONED
+    safe = _SAFE.sub("_", partition_key).lstrip(".") or "_"
+    if safe != partition_key:
+        safe += "-" + xxhash.xxh3_64_hexdigest(partition_key.encode())[:8]
+    return safe
+
+
+def file_hash(path: Path) -> str:
+    """xxh3-128 of a file's bytes: the content hash behind Dagster data versions."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class AtomicParquetWriter:
+    """Streams record batches into a temp file; `commit()` renames it into place.
+
+    Leaving the context without `commit()` (an exception, a kill) removes the temp file.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, row_group_size: int = 2048):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex}.tmp"
+        self.schema = schema
+        self.row_group_size = row_group_size
+        self.rows = 0
+        self._writer = pq.ParquetWriter(self.tmp, schema, compression="zstd", write_statistics=True)
+
+    def write_rows(self, rows: list[dict]) -> None:
+        if rows:
+            self.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+
+    def write_table(self, table: pa.Table) -> None:
+        self._writer.write_table(table.cast(self.schema), row_group_size=self.row_group_size)
+        self.rows += table.num_rows
+
+    def commit(self) -> str:
+        """Close, fsync and rename into place; returns the file's content hash."""
+        self._writer.close()
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.path)
+        return file_hash(self.path)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
+
+    def __enter__(self) -> "AtomicParquetWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.tmp.exists():
+            self.abort()
+
+
+@dataclass(frozen=True)
+class Lake:
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
+    def partition_dir(self, asset: str, partition_key: str | None = None) -> Path:
+        return self.root / asset / partition_dirname(partition_key)
+
+    def data_path(self, asset: str, partition_key: str | None = None) -> Path:
+        return self.partition_dir(asset, partition_key) / DATA_FILE
+
+    def manifest_path(self, asset: str, partition_key: str | None = None) -> Path:
+        return self.partition_dir(asset, partition_key) / MANIFEST_FILE
+
+    @contextlib.contextmanager
+    def writer(self, asset: str, partition_key: str | None, schema: pa.Schema) -> Iterator[AtomicParquetWriter]:
+        with AtomicParquetWriter(self.data_path(asset, partition_key), schema) as w:
+            yield w
+
+    def write_manifest(self, asset: str, partition_key: str | None, manifest: dict) -> Path:
+        path = self.manifest_path(asset, partition_key)
+        atomic_write_bytes(path, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())
+        return path
+
+    def read_manifest(self, asset: str, partition_key: str | None = None) -> dict:
+        return json.loads(self.manifest_path(asset, partition_key).read_text())
+
+    def assets(self) -> list[str]:
+        """Asset directories that hold at least one committed Parquet file."""
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and any(p.glob(f"*/{DATA_FILE}")))
+
+    def glob(self, asset: str) -> str:
+        return str(self.root / asset / "*" / DATA_FILE)
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """In-memory DuckDB with one view per asset; no file lock, safe beside running writers."""
+        con = duckdb.connect()
+        for asset in self.assets():
+            con.execute(f"CREATE VIEW {asset} AS SELECT * FROM read_parquet('{self.glob(asset)}', union_by_name=true)")
+        return con
+
+    def write_catalog(self) -> Path:
+        """(Re)build `catalog.duckdb` with the same views, atomically, under a lock.
+
+        Views hold globs, so the catalog stays valid as partitions are added; it only
+        needs a rebuild when a new asset appears.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        target = self.root / CATALOG_FILE
+        with open(self.root / ".catalog.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            tmp = self.root / f".{CATALOG_FILE}.{uuid.uuid4().hex}.tmp"
+            try:
+                con = duckdb.connect(str(tmp))
+                for asset in self.assets():
+                    con.execute(f"CREATE OR REPLACE VIEW {asset} AS SELECT * FROM read_parquet('{self.glob(asset)}', union_by_name=true)")
+                con.close()
+                os.replace(tmp, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        return target

@@ -1,0 +1,3 @@
+from pipelines.sample.cli import main
+
+main()

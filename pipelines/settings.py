@@ -1,0 +1,18 @@
+"""Where things live, from environment variables with defaults that work from the repo root.
+
+LAKE_DIR     lake root (Parquet per asset/partition + catalog.duckdb)   default ./lake
+CRAWL_DIR    directory watched for WARC/WET files (recursively)         default ./data/sample/crawl
+SOURCES_DIR  one sub-directory per non-web source (books, code, ...)    default ./data/sample/sources
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULTS = {"LAKE_DIR": "lake", "CRAWL_DIR": "data/sample/crawl", "SOURCES_DIR": "data/sample/sources"}
+
+
+def setting_path(name: str) -> Path:
+    """The configured path for `name`, absolute, resolved against the current directory."""
+    return Path(os.environ.get(name) or DEFAULTS[name]).expanduser().resolve()

@@ -1,0 +1,1 @@
+"""Model configs, training loops and checkpoints (no dagster imports). Filled by the training issue."""
