@@ -16,7 +16,7 @@ def crawl_refresh_schedule(context: dg.ScheduleEvaluationContext):
     missing = [k for k in keys if k not in done]
     if not missing:
         return dg.SkipReason("every crawl file partition is materialized")
-    tick = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
+    tick = context.scheduled_execution_time.isoformat()
     return [dg.RunRequest(partition_key=k, run_key=f"refresh:{k}:{tick}") for k in missing]
 
 

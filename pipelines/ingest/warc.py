@@ -97,10 +97,35 @@ def _gzip_member_ok(fh, offset: int) -> bool:
     return head.startswith(b"WARC/")
 
 
-def iter_records(path: Path, stats: IngestStats, record_types=WarcRecordType.any_type, max_record_bytes: int | None = None) -> Iterator[tuple[int, object]]:
-    """Yield (offset, fastwarc record), skipping over corrupt stretches of the file."""
+def _tail_complete(fh, offset: int, size: int, gz: bool) -> bool:
+    """Whether the record starting at `offset` (the file's last) is whole, not cut off."""
+    fh.seek(offset)
+    tail = fh.read()
+    if gz:
+        d = zlib.decompressobj(31)
+        try:
+            d.decompress(tail)
+        except zlib.error:
+            return False
+        return d.eof
+    head, sep, _ = tail.partition(b"\r\n\r\n")
+    match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    return bool(sep and match) and len(head) + 4 + int(match.group(1)) <= size - offset
+
+
+PAYLOAD_TYPES = (WarcRecordType.warcinfo, WarcRecordType.response, WarcRecordType.resource, WarcRecordType.conversion)
+
+
+def iter_records(path: Path, stats: IngestStats, max_record_bytes: int | None = None) -> Iterator[tuple[int, object, bytes | None]]:
+    """Yield (offset, fastwarc record, payload), skipping over corrupt stretches of the file.
+
+    The payload (HTTP body, decoded from chunked/gzip transfer) is read only for
+    PAYLOAD_TYPES. Records are held back by one so that the file's last record can
+    be checked for truncation before anyone sees it.
+    """
     path = Path(path)
     stats.file_bytes = path.stat().st_size
+    held: tuple[int, object] | None = None
     with open(path, "rb") as fh:
         gz = fh.read(3) == _GZIP_MAGIC
         start = 0
@@ -108,13 +133,16 @@ def iter_records(path: Path, stats: IngestStats, record_types=WarcRecordType.any
             fh.seek(start)
             last = None
             try:
-                for rec in ArchiveIterator(fh, record_types=record_types, parse_http=True, auto_decode="all"):
-                    last = start + rec.stream_pos
+                for rec in ArchiveIterator(fh, parse_http=True, auto_decode="all"):
+                    last = rec.stream_pos  # absolute: fastwarc counts from the file start even after a seek
                     if max_record_bytes and rec.content_length > max_record_bytes:
                         stats.error("too_large", f"record at byte {last} has {rec.content_length} bytes (limit {max_record_bytes})")
                         continue
-                    yield last, rec
-                return
+                    body = rec.reader.read() if rec.record_type in PAYLOAD_TYPES else None
+                    if held is not None:
+                        yield held
+                    held = (last, rec, body)
+                break
             except OSError as exc:  # fastwarc: corrupt gzip member or unparseable record
                 failed_at = last if last is not None else start
                 resume = _find_next_record(fh, failed_at + 1, gz)
@@ -122,9 +150,15 @@ def iter_records(path: Path, stats: IngestStats, record_types=WarcRecordType.any
                 stats.skipped_bytes += end - failed_at
                 if resume is None:
                     stats.error("truncated", f"{path.name}: unreadable from byte {failed_at} to end of file ({exc})")
-                    return
+                    break
                 stats.error("corrupt_record", f"{path.name}: bytes {failed_at}-{resume} skipped ({exc})")
                 start = resume
+        if held is not None:
+            if _tail_complete(fh, held[0], stats.file_bytes, gz):
+                yield held
+            else:
+                stats.skipped_bytes += stats.file_bytes - held[0]
+                stats.error("truncated", f"{path.name}: last record at byte {held[0]} is cut off (incomplete download?)")
 
 
 def crawl_name_for(path: Path, warcinfo: dict[str, str] | None = None) -> str:
@@ -159,22 +193,22 @@ def ingest_warc(path: Path, origin_file: str, *, extractor: str = "resiliparse",
 def _iter_rows(path, origin_file, extractor, min_text_chars, max_record_bytes, stats) -> Iterator[dict]:
     t0 = time.perf_counter()
     warcinfo: dict[str, str] | None = None
-    for offset, rec in iter_records(path, stats, max_record_bytes=max_record_bytes):
+    for offset, rec, body in iter_records(path, stats, max_record_bytes=max_record_bytes):
         rtype = rec.record_type
         if rtype == WarcRecordType.warcinfo:
-            warcinfo = _parse_warc_fields(rec.reader.read())
+            warcinfo = _parse_warc_fields(body)
             stats.other_records["warcinfo"] += 1
             continue
         if rtype not in (WarcRecordType.response, WarcRecordType.resource, WarcRecordType.conversion):
             stats.other_records[str(rtype).rsplit(".", 1)[-1]] += 1
             continue
-        row = _record_to_row(rec, offset, path, origin_file, warcinfo, extractor, min_text_chars, stats)
+        row = _record_to_row(rec, body, offset, path, origin_file, warcinfo, extractor, min_text_chars, stats)
         if row is not None:
             yield row
     stats.seconds = time.perf_counter() - t0
 
 
-def _record_to_row(rec, offset, path, origin_file, warcinfo, extractor, min_text_chars, stats) -> dict | None:
+def _record_to_row(rec, body, offset, path, origin_file, warcinfo, extractor, min_text_chars, stats) -> dict | None:
     url = rec.headers.get("WARC-Target-URI") or None
     where = f"{origin_file} @ byte {offset} ({url})"
     if rec.record_type == WarcRecordType.response:
@@ -193,11 +227,6 @@ def _record_to_row(rec, offset, path, origin_file, warcinfo, extractor, min_text
     stats.content_types[content_type or "unknown"] += 1
     if content_type not in HTML_TYPES + TEXT_TYPES:
         stats.outcomes["unsupported_content_type"] += 1
-        return None
-    try:
-        body = rec.reader.read()
-    except OSError as exc:
-        stats.error("corrupt_payload", f"{where}: {exc}")
         return None
     stats.payload_bytes += len(body)
     if not body.strip():

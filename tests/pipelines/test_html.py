@@ -1,0 +1,48 @@
+import codecs
+
+import pytest
+
+from pipelines.ingest.html import BinaryContentError, UndecodableError, decode_payload, extract_main_text
+
+
+@pytest.mark.parametrize("text,enc", [("Grüße aus Köln, schönes Wetter heute.", "cp1252"), ("Съешь же ещё этих мягких булок", "cp1251"),
+                                      ("日本語のテキストです。今日はいい天気ですね。", "shift_jis"), ("Ça coûte très cher.", "utf-8")])
+def test_decodes_with_declared_charset(text, enc):
+    assert decode_payload(text.encode(enc), enc) == (text, codecs.lookup(enc).name)
+
+
+def test_wrong_declaration_falls_back_to_detection():
+    text = "Die Straße führt über die Brücke zum Bäcker. " * 5
+    decoded, enc = decode_payload(text.encode("cp1252"), "utf-8")
+    assert decoded == text and enc == "cp1252"
+
+
+def test_meta_charset_and_bom():
+    html = '<html><head><meta charset="windows-1251"></head><body>Привет, мир</body></html>'
+    assert decode_payload(html.encode("cp1251"))[0] == html
+    assert decode_payload(codecs.BOM_UTF8 + "héllo".encode()) == ("héllo", "utf-8")
+
+
+def test_unknown_declared_charset_is_ignored():
+    assert decode_payload("plain ascii".encode(), "x-no-such-charset")[0] == "plain ascii"
+
+
+def test_binary_and_undecodable_payloads_raise():
+    with pytest.raises(BinaryContentError):
+        decode_payload(bytes(range(0, 32)) * 20)
+    with pytest.raises(UndecodableError):
+        decode_payload(bytes([0x81, 0x8D, 0x8F, 0x90, 0x9D]) * 20)
+
+
+@pytest.mark.parametrize("extractor", ["resiliparse", "trafilatura"])
+def test_extractors_drop_navigation(extractor):
+    body = "<p>" + "This paragraph is the real article text and it is long enough to count. " * 3 + "</p>"
+    html = f"<html><head><title>Hello</title></head><body><nav><a href='/'>Home</a> <a href='/n'>News</a></nav><main><article>{body}</article></main><footer>Copyright</footer></body></html>"
+    title, text = extract_main_text(html, extractor)
+    assert title == "Hello" and text.startswith("This paragraph is the real article text")
+    assert "Home" not in text and "Copyright" not in text
+
+
+def test_unknown_extractor_is_named():
+    with pytest.raises(ValueError, match="unknown extractor"):
+        extract_main_text("<p>x</p>", "lynx")
