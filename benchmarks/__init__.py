@@ -1,0 +1,1 @@
+"""Side-by-side speed and quality benchmarks (not run as timed tests)."""
