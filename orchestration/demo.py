@@ -14,6 +14,7 @@ import time
 
 import dagster as dg
 
+from orchestration.assets.curation import curation_assets
 from orchestration.assets.ingest import crawl_files, raw_crawl, source_assets
 from orchestration.definitions import defs
 from orchestration.resources import default_resources
@@ -52,13 +53,14 @@ def run_demo(pages_per_file: int, seed: int) -> None:
     instance = dg.DagsterInstance.get()
     keys = discover_partitions(instance)
     print(f"{len(keys)} crawl file partition(s): {keys}")
-    done = instance.get_materialized_partitions(raw_crawl.key)
+    done = instance.get_materialized_partitions(curation_assets[-1].key)
     todo = [k for k in keys if k not in done]
     for key in todo:
         t0 = time.perf_counter()
-        result = dg.materialize([raw_crawl], partition_key=key, instance=instance, resources=default_resources(), run_config=QUIET)
-        assert result.success, f"raw_crawl[{key}] failed"
-        print(f"  raw_crawl[{key}] materialized in {time.perf_counter() - t0:.1f}s")
+        result = dg.materialize([raw_crawl, *curation_assets], partition_key=key, instance=instance,
+                                resources=default_resources(), run_config=QUIET)
+        assert result.success, f"partition {key} failed"
+        print(f"  {key}: ingested and curated in {time.perf_counter() - t0:.1f}s")
     result = dg.materialize(source_assets, instance=instance, resources=default_resources(), run_config=QUIET)
     assert result.success, "source assets failed"
     print(f"  {len(source_assets)} source assets materialized")
@@ -69,8 +71,14 @@ def summarize(lake: Lake) -> None:
     con = lake.connect()
     print(f"\nlake: {lake.root}  (DuckDB catalog: {lake.root / 'catalog.duckdb'})")
     for asset in lake.assets():
-        n, chars = con.execute(f"SELECT count(*), coalesce(sum(length(text)), 0) FROM {asset}").fetchone()
-        print(f"  {asset:<14} {n:>6} documents  {chars / 1e6:7.2f} M chars")
+        if asset == "rejection_ledger":
+            continue
+        if "text" in [c[0] for c in con.execute(f"SELECT * FROM {asset} LIMIT 0").description]:
+            n, chars = con.execute(f"SELECT count(*), coalesce(sum(length(text)), 0) FROM {asset}").fetchone()
+            print(f"  {asset:<16} {n:>6} documents  {chars / 1e6:7.2f} M chars")
+    print("\nwhy documents were removed (rejection_ledger):")
+    for stage, reason, n in con.execute("SELECT stage, reason, count(*) FROM rejection_ledger GROUP BY ALL ORDER BY 3 DESC").fetchall():
+        print(f"  {stage:<9} {reason:<40} {n:>5}")
     print("\nopen the UI with `make ui`, then http://127.0.0.1:3000/asset-groups")
 
 

@@ -2,9 +2,11 @@
 
 import dagster as dg
 
+from orchestration.assets.curation import curation_assets
 from orchestration.assets.ingest import raw_crawl, source_assets
 
-crawl_ingest_job = dg.define_asset_job("crawl_ingest_job", selection=[raw_crawl],
-                                       description="Ingest one crawl file (partition) into the lake.")
+crawl_partition_job = dg.define_asset_job(
+    "crawl_partition_job", selection=[raw_crawl, *curation_assets],
+    description="Ingest one crawl file (partition) and curate it: dedup, tag, filter.")
 sources_ingest_job = dg.define_asset_job("sources_ingest_job", selection=source_assets,
                                          description="Re-ingest the non-web source corpora.")

@@ -4,10 +4,10 @@
 import dagster as dg
 
 from orchestration.assets.ingest import crawl_files, raw_crawl
-from orchestration.jobs import crawl_ingest_job, sources_ingest_job
+from orchestration.jobs import crawl_partition_job, sources_ingest_job
 
 
-@dg.schedule(job=crawl_ingest_job, cron_schedule="0 */6 * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
+@dg.schedule(job=crawl_partition_job, cron_schedule="0 */6 * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
              description="Every 6 hours: run ingest for registered crawl files that have no materialization yet "
                          "(e.g. a failed or cancelled run).")
 def crawl_refresh_schedule(context: dg.ScheduleEvaluationContext):

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration.assets.ingest import crawl_files
-from orchestration.jobs import crawl_ingest_job
+from orchestration.jobs import crawl_partition_job
 from orchestration.resources import InputsResource
 from pipelines.ingest.warc import is_crawl_file
 
@@ -33,7 +33,7 @@ def list_crawl_files(crawl_dir: Path) -> dict[str, tuple[int, float]]:
     return out
 
 
-@dg.sensor(job=crawl_ingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+@dg.sensor(job=crawl_partition_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Watches CRAWL_DIR; each new, fully written WARC/WET file becomes a `crawl_files` partition and a run.")
 def crawl_file_sensor(context: dg.SensorEvaluationContext, inputs: InputsResource) :
     crawl_dir = inputs.crawl_path

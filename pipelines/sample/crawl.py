@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from pipelines.curation.pii import luhn_check_digit
 from pipelines.sample import lexicon
 from pipelines.sample.text import MAIN_LANGS, OTHER_LANGS, TOPICS, TextGenerator
 from pipelines.sample.warc_writer import WarcFileWriter, http_request, http_response, sha1_digest
@@ -48,13 +49,7 @@ class PlantedRecord:
 
 def luhn_complete(prefix: str, length: int, rng: random.Random) -> str:
     digits = prefix + "".join(str(rng.randint(0, 9)) for _ in range(length - len(prefix) - 1))
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 0:
-            d = d * 2 - 9 if d * 2 > 9 else d * 2
-        total += d
-    return digits + str((10 - total % 10) % 10)
+    return digits + luhn_check_digit(digits)
 
 
 class CrawlBuilder:
@@ -101,14 +96,17 @@ class CrawlBuilder:
         return rec, self.render_page(lang, title, paras)
 
     def near_duplicate(self, file: str, src: PlantedRecord) -> tuple[PlantedRecord, str]:
-        """Same article, republished elsewhere with one sentence changed and one appended."""
+        """Same article syndicated elsewhere: two place names swapped, as a re-publisher's edit."""
         title, *paras = src.main_text.split("\n")
-        topic = self.rng.choice(TOPICS)
-        i = self.rng.randrange(len(paras))
-        sents = paras[i].split(". ")
-        sents[self.rng.randrange(len(sents))] = self.text.sentence(src.lang, topic).rstrip(".")
-        paras[i] = ". ".join(sents)
-        paras[-1] = paras[-1] + " " + self.text.sentence(src.lang, topic)
+        places = lexicon.PLACES[src.lang]
+        for _ in range(2):
+            i = self.rng.randrange(len(paras))
+            present = [p for p in places if p in paras[i]]
+            if present:
+                old = self.rng.choice(present)
+                paras[i] = paras[i].replace(old, self.rng.choice([p for p in places if p != old]), 1)
+            else:
+                paras[i] = paras[i] + " " + self.text.sentence(src.lang, self.rng.choice(TOPICS))
         rec = PlantedRecord(file=file, url=self.url(src.lang, "syndicated"), kind="near_dup", lang=src.lang,
                             charset="utf-8", main_text="\n".join([title, *paras]), dup_of=src.url)
         return rec, self.render_page(src.lang, title, paras)
@@ -226,6 +224,11 @@ def generate_crawl(out_dir: Path, truth_path: Path, seed: int = 0, n_files: int 
                 rec, page = b.article(name, lang)
                 b.articles.append(rec)
             pages.append((rec, page.encode("utf-8"), "text/html; charset=UTF-8"))
+        # every file carries at least one of each planted case, whatever the dice said
+        guaranteed = [b.pii_page(name), b.toxic_page(name, whole=True), b.toxic_page(name, whole=False), b.spam_page(name)]
+        if b.articles:
+            guaranteed.append(b.near_duplicate(name, b.rng.choice(b.articles)))
+        pages += [(rec, page.encode("utf-8"), "text/html; charset=UTF-8") for rec, page in guaranteed]
         pages += _encoded_pages(b, name)
         b.rng.shuffle(pages)
         # Records that ingest must skip with a reason.

@@ -73,7 +73,7 @@ def test_sensor_skips_when_crawl_dir_is_missing(tmp_path):
 
 def test_refresh_schedule_requests_valid_runs_for_unmaterialized_partitions(sample_dir, resources):
     schedule = defs.resolve_schedule_def("crawl_refresh_schedule")
-    job = defs.resolve_job_def("crawl_ingest_job")
+    job = defs.resolve_job_def("crawl_partition_job")
     keys = sorted(p.name for p in (sample_dir / "crawl").iterdir())
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(crawl_files.name, keys)

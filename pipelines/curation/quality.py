@@ -1,0 +1,167 @@
+"""Quality heuristics: Gopher quality + repetition, C4 document rules, FineWeb rules.
+
+`quality_metrics` measures (tag); `quality_failures` compares with thresholds
+(filter) and returns stable reason strings such as `gopher_quality:word_count`,
+so thresholds can be re-tuned without re-measuring. Defaults are the published
+values the reference pipelines use (Gopher paper / datatrove, C4, FineWeb).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_TERMINAL = (".", "!", "?", '"', "'", "”", "’", "…", "。", "！", "？")
+_BULLETS = ("•", "●", "○", "■", "□", "▪", "▫", "–", "-", "*", "·", "➢", "►", "→")
+# Gopher's rule counts English stop words; we include the commonest function words of
+# the other main languages so the rule does not reject every non-English page.
+STOP_WORDS = frozenset("the be to of and that have with "  # en (Gopher's list)
+                       "der die das und ist nicht mit "  # de
+                       "le la les et est des une "  # fr
+                       "el los las y es del una que".split())  # es
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    # Gopher quality
+    min_words: int = 50
+    max_words: int = 100_000
+    min_mean_word_length: float = 3.0
+    max_mean_word_length: float = 10.0
+    max_symbol_word_ratio: float = 0.1
+    max_bullet_line_frac: float = 0.9
+    max_ellipsis_line_frac: float = 0.3
+    min_alpha_word_frac: float = 0.8
+    min_stop_words: int = 2
+    # Gopher repetition
+    max_dup_line_frac: float = 0.3
+    max_dup_para_frac: float = 0.3
+    max_dup_line_char_frac: float = 0.2
+    max_dup_para_char_frac: float = 0.2
+    max_top_2gram_frac: float = 0.20
+    max_top_3gram_frac: float = 0.18
+    max_top_4gram_frac: float = 0.16
+    max_dup_5gram_frac: float = 0.15
+    max_dup_6gram_frac: float = 0.14
+    max_dup_7gram_frac: float = 0.13
+    max_dup_8gram_frac: float = 0.12
+    max_dup_9gram_frac: float = 0.11
+    max_dup_10gram_frac: float = 0.10
+    # FineWeb
+    min_line_punct_ratio: float = 0.12
+    max_short_line_ratio: float = 0.67
+    short_line_chars: int = 30
+    max_char_dup_ratio: float = 0.01
+    max_newline_word_ratio: float = 0.3
+
+
+def _dup_fraction(items: list[str]) -> tuple[float, float]:
+    """(fraction of items that repeat an earlier one, fraction of their characters)."""
+    if not items:
+        return 0.0, 0.0
+    seen, dup_n, dup_chars = set(), 0, 0
+    for x in items:
+        if x in seen:
+            dup_n += 1
+            dup_chars += len(x)
+        seen.add(x)
+    total_chars = sum(len(x) for x in items) or 1
+    return dup_n / len(items), dup_chars / total_chars
+
+
+def _top_ngram_char_frac(words: list[str], n: int) -> float:
+    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    if not grams:
+        return 0.0
+    gram, count = grams.most_common(1)[0]
+    if count < 2:
+        return 0.0
+    total = sum(len(w) for w in words) or 1
+    return sum(len(w) for w in gram) * count / total
+
+
+def _dup_ngram_char_frac(words: list[str], n: int) -> float:
+    """Fraction of characters inside word n-grams that occur more than once (Gopher)."""
+    if len(words) < n:
+        return 0.0
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    counts = Counter(grams)
+    covered = [False] * len(words)
+    for i, g in enumerate(grams):
+        if counts[g] > 1:
+            for j in range(i, i + n):
+                covered[j] = True
+    total = sum(len(w) for w in words) or 1
+    return sum(len(w) for w, c in zip(words, covered) if c) / total
+
+
+def quality_metrics(text: str, short_line_chars: int = 30) -> dict[str, float]:
+    lines = [x.strip() for x in text.split("\n") if x.strip()]
+    paras = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    if len(paras) <= 1:  # our extractor writes one paragraph per line
+        paras = lines
+    words = _WORD.findall(text.lower())
+    raw_words = text.split()
+    n_words = len(raw_words)
+    n_lines = max(len(lines), 1)
+    dup_line, dup_line_chars = _dup_fraction(lines)
+    dup_para, dup_para_chars = _dup_fraction(paras)
+    m = {
+        "word_count": n_words,
+        "mean_word_length": (sum(len(w) for w in words) / len(words)) if words else 0.0,
+        "symbol_word_ratio": (text.count("#") + text.count("...") + text.count("…")) / max(n_words, 1),
+        "bullet_line_frac": sum(x.startswith(_BULLETS) for x in lines) / n_lines,
+        "ellipsis_line_frac": sum(x.endswith(("...", "…")) for x in lines) / n_lines,
+        "alpha_word_frac": sum(any(c.isalpha() for c in w) for w in raw_words) / max(n_words, 1),
+        "stop_words": sum(w in STOP_WORDS for w in words),
+        "dup_line_frac": dup_line,
+        "dup_para_frac": dup_para,
+        "dup_line_char_frac": dup_line_chars,
+        "dup_para_char_frac": dup_para_chars,
+        "line_punct_ratio": sum(x.endswith(_TERMINAL) for x in lines) / n_lines,
+        "short_line_ratio": sum(len(x) <= short_line_chars for x in lines) / n_lines,
+        "char_dup_ratio": dup_line_chars,
+        "newline_word_ratio": text.count("\n") / max(n_words, 1),
+        "lorem_ipsum": float("lorem ipsum" in text.lower()),
+        "curly_bracket": float("{" in text),
+        "javascript_lines": sum("javascript" in x.lower() for x in lines) / n_lines,
+    }
+    for n in (2, 3, 4):
+        m[f"top_{n}gram_frac"] = _top_ngram_char_frac(words, n)
+    for n in range(5, 11):
+        m[f"dup_{n}gram_frac"] = _dup_ngram_char_frac(words, n)
+    return m
+
+
+METRIC_NAMES = tuple(quality_metrics("a b").keys())
+
+
+def quality_failures(m: dict[str, float], t: QualityThresholds = QualityThresholds()) -> list[str]:
+    """Every failed rule, as `<family>:<rule>` reason strings (empty list = passes)."""
+    checks = [
+        ("gopher_quality:word_count", not t.min_words <= m["word_count"] <= t.max_words),
+        ("gopher_quality:mean_word_length", not t.min_mean_word_length <= m["mean_word_length"] <= t.max_mean_word_length),
+        ("gopher_quality:symbol_word_ratio", m["symbol_word_ratio"] > t.max_symbol_word_ratio),
+        ("gopher_quality:bullet_lines", m["bullet_line_frac"] > t.max_bullet_line_frac),
+        ("gopher_quality:ellipsis_lines", m["ellipsis_line_frac"] > t.max_ellipsis_line_frac),
+        ("gopher_quality:alpha_words", m["alpha_word_frac"] < t.min_alpha_word_frac),
+        ("gopher_quality:stop_words", m["stop_words"] < t.min_stop_words),
+        ("gopher_repetition:dup_line_frac", m["dup_line_frac"] > t.max_dup_line_frac),
+        ("gopher_repetition:dup_para_frac", m["dup_para_frac"] > t.max_dup_para_frac),
+        ("gopher_repetition:dup_line_char_frac", m["dup_line_char_frac"] > t.max_dup_line_char_frac),
+        ("gopher_repetition:dup_para_char_frac", m["dup_para_char_frac"] > t.max_dup_para_char_frac),
+        ("c4:lorem_ipsum", m["lorem_ipsum"] > 0),
+        ("c4:curly_bracket", m["curly_bracket"] > 0),
+        ("fineweb:line_punct_ratio", m["line_punct_ratio"] < t.min_line_punct_ratio),
+        ("fineweb:short_line_ratio", m["short_line_ratio"] > t.max_short_line_ratio),
+        ("fineweb:char_dup_ratio", m["char_dup_ratio"] > t.max_char_dup_ratio),
+        ("fineweb:newline_word_ratio", m["newline_word_ratio"] > t.max_newline_word_ratio),
+    ]
+    limits = asdict(t)
+    for n in (2, 3, 4):
+        checks.append((f"gopher_repetition:top_{n}gram", m[f"top_{n}gram_frac"] > limits[f"max_top_{n}gram_frac"]))
+    for n in range(5, 11):
+        checks.append((f"gopher_repetition:dup_{n}gram", m[f"dup_{n}gram_frac"] > limits[f"max_dup_{n}gram_frac"]))
+    return [reason for reason, failed in checks if failed]

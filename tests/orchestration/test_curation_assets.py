@@ -1,0 +1,79 @@
+import dagster as dg
+
+from orchestration.assets.curation import curation_assets, curated_web
+from orchestration.assets.ingest import crawl_files, raw_crawl
+
+ALL = [raw_crawl, *curation_assets]
+
+
+def _keys(sample_dir):
+    return sorted(p.name for p in (sample_dir / "crawl").iterdir() if ".wet" not in p.name)
+
+
+def _materialize(instance, key, resources, run_config=None, raise_on_error=True):
+    return dg.materialize(ALL, partition_key=key, instance=instance, resources=resources, run_config=run_config,
+                          raise_on_error=raise_on_error)
+
+
+def _mat_count(instance, asset, key):
+    return len(instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset.key, asset_partitions=[key]), limit=100).records)
+
+
+def test_curation_chain_materializes_with_passing_checks_and_metadata(sample_dir, resources):
+    key = _keys(sample_dir)[0]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(crawl_files.name, [key])
+        result = _materialize(instance, key, resources)
+        assert result.success
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks == {"no_exact_duplicates": True, "languages_detected": True, "no_pii_left": True,
+                          "drop_rate_within_bounds": True, "kept_languages_not_empty": True}
+        meta = result.asset_materializations_for_node("curated_web")[0].metadata
+        assert meta["documents_out"].value < meta["documents_in"].value
+        reasons = {r.data["reason"] for r in meta["drop_reasons"].records}
+        assert any(r.startswith(("gopher", "fineweb", "c4")) for r in reasons) and "language:not_kept" in reasons
+        assert {r.data["language"] for r in meta["languages_kept"].records} <= {"en", "de", "fr", "es"}
+        lang_meta = result.asset_materializations_for_node("language_id")[0].metadata
+        assert len(lang_meta["languages"].records) >= 4
+
+
+def test_adding_a_partition_reprocesses_only_that_partition(sample_dir, resources, tmp_path):
+    keys = _keys(sample_dir)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(crawl_files.name, keys[:2])
+        for key in keys[:2]:
+            assert _materialize(instance, key, resources).success
+        lake = resources["lake"].lake
+        before = {k: lake.read_manifest("deduped", k)["content_hash"] for k in keys[:2]}
+        instance.add_dynamic_partitions(crawl_files.name, keys[2:])
+        assert _materialize(instance, keys[2], resources).success
+        for key in keys[:2]:
+            assert _mat_count(instance, curated_web, key) == 1  # old partitions were not recomputed
+            assert lake.read_manifest("deduped", key)["content_hash"] == before[key]
+        con = lake.connect()
+        cross = con.execute(f"""
+            SELECT count(*) FROM rejection_ledger l JOIN raw_crawl r ON l.dup_of = r.id
+            WHERE l.stage = 'dedup' AND l.partition = '{keys[2]}' AND r.origin_file != '{keys[2]}'""").fetchone()[0]
+        assert cross > 0  # duplicates of documents from earlier files were caught
+
+
+def test_blocking_check_failure_is_reported(sample_dir, resources):
+    key = _keys(sample_dir)[0]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(crawl_files.name, [key])
+        cfg = {"ops": {"curated_web": {"config": {"max_drop_rate": 0.01}}}}
+        result = _materialize(instance, key, resources, run_config=cfg, raise_on_error=False)
+        evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert evals["drop_rate_within_bounds"].passed is False
+        assert evals["drop_rate_within_bounds"].severity == dg.AssetCheckSeverity.ERROR
+
+
+def test_unknown_quality_override_names_the_valid_ones(sample_dir, resources):
+    key = _keys(sample_dir)[0]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(crawl_files.name, [key])
+        cfg = {"ops": {"curated_web": {"config": {"quality_overrides": {"min_wrds": 10}}}}}
+        result = _materialize(instance, key, resources, run_config=cfg, raise_on_error=False)
+        assert not result.success
+        failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+        assert "min_words" in str(failure.event_specific_data.error)

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from pipelines.curation import langid
+from pipelines.curation.pii import PLACEHOLDERS, find_pii, redact
+from pipelines.curation.pii_eval import evaluate, labeled_set
+from pipelines.curation.quality import QualityThresholds, quality_failures, quality_metrics
+from pipelines.curation.toxicity import ProfanityCheckScorer, score_documents
+from pipelines.sample.text import TextGenerator
+
+
+def test_language_id_on_real_sentences_and_edge_cases():
+    texts = ["The weather in Bristol was mild and the market was busy all afternoon.",
+             "Die Stadtverwaltung hat einen ausführlichen Bericht über das neue Busnetz vorgelegt.",
+             "La mairie a présenté un rapport détaillé sur le nouveau réseau de bus.",
+             "El ayuntamiento presentó un informe detallado sobre la nueva red de autobuses.",
+             "", "line one\nline two of an English text\nthree"]
+    labels, scores = langid.identify(texts)
+    assert labels[:4] == ["en", "de", "fr", "es"] and (scores[:4] > 0.65).all()
+    assert labels[4] == "und" and scores[4] == 0
+    assert labels[5] == "en"
+
+
+def test_language_id_model_path_errors_name_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="LANGID_MODEL"):
+        langid.identify(["x"], str(tmp_path / "missing.bin"))
+
+
+def test_pii_recall_and_false_positive_rate_on_the_labeled_set():
+    report = evaluate(labeled_set(n_per_type=80, n_negative=300, seed=11))
+    assert all(r >= 0.95 for r in report["recall"].values()), report
+    assert report["false_positive_rate"] <= 0.02
+
+
+def test_pii_guards_and_placeholders():
+    text = ("Mail anna@example.org, card 4111 1111 1111 1111, router 192.168.0.1, DNS 8.8.8.8, "
+            "ISBN 978-3-16-148410-0, version 2.4.1.8, IPv6 2001:4860:4860::8888 and ::1, Grüße ☃.")
+    spans = find_pii(text)
+    assert sorted((s.type, text[s.start:s.end]) for s in spans) == sorted([
+        ("email", "anna@example.org"), ("credit_card", "4111 1111 1111 1111"), ("ip", "8.8.8.8"), ("ip", "2001:4860:4860::8888")])
+    out = redact(text, spans)
+    assert PLACEHOLDERS["email"] in out and "192.168.0.1" in out and "978-3-16-148410-0" in out and out.endswith("Grüße ☃.")
+    assert find_pii("") == [] and redact("", []) == ""
+    assert not find_pii("4111 1111 1111 1112")  # fails Luhn
+
+
+def test_toxicity_scores_lines():
+    scores = score_documents(["The council met on Monday.\nShut up, you stupid moron.", ""], ProfanityCheckScorer())
+    assert scores[0][0] < 0.5 < scores[0][1] and len(scores[1]) == 1
+
+
+def _article(seed=0):
+    import random
+
+    return "\n".join(TextGenerator(random.Random(seed)).paragraphs("en", "science", 5))
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("Too short to be a page.", "gopher_quality:word_count"),
+    ("\n".join(["Buy cheap pills now and save big today!!!"] * 30), "gopher_repetition:dup_line_frac"),
+    ("lorem ipsum dolor sit amet. " * 20, "c4:lorem_ipsum"),
+    ("\n".join(f"{i} apples" for i in range(80)), "fineweb:line_punct_ratio"),
+    ("# " * 60 + "the and of to be that have with " * 10, "gopher_quality:symbol_word_ratio"),
+])
+def test_quality_rules_name_their_reason(text, reason):
+    assert reason in quality_failures(quality_metrics(text))
+
+
+def test_quality_passes_real_text_and_handles_edge_cases():
+    assert quality_failures(quality_metrics(_article())) == []
+    assert "gopher_quality:word_count" in quality_failures(quality_metrics(""))
+    huge = _article(1) * 200
+    m = quality_metrics(huge)
+    assert m["word_count"] > 10_000 and "gopher_repetition:dup_line_frac" in quality_failures(m)
+    relaxed = QualityThresholds(max_dup_line_frac=1, max_dup_para_frac=1, max_dup_line_char_frac=1, max_dup_para_char_frac=1,
+                                max_char_dup_ratio=1, max_top_2gram_frac=1, max_top_3gram_frac=1, max_top_4gram_frac=1,
+                                **{f"max_dup_{n}gram_frac": 1 for n in range(5, 11)})
+    assert quality_failures(m, relaxed) == []
+    mixed = _article(2) + "\nDie Stadtverwaltung hat einen Bericht vorgelegt. Le conseil a voté."
+    assert not np.isnan(list(quality_metrics(mixed).values())).any()
