@@ -1,18 +1,19 @@
-"""Periodic refreshes: catch up crawl partitions never materialized, re-ingest sources."""
+"""Periodic refreshes: catch up crawl partitions never fully curated, re-ingest sources."""
 
 
 import dagster as dg
 
-from orchestration.assets.ingest import crawl_files, raw_crawl
+from orchestration.assets.curation import curated_web
+from orchestration.assets.ingest import crawl_files
 from orchestration.jobs import crawl_partition_job, sources_ingest_job
 
 
 @dg.schedule(job=crawl_partition_job, cron_schedule="0 */6 * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
-             description="Every 6 hours: run ingest for registered crawl files that have no materialization yet "
-                         "(e.g. a failed or cancelled run).")
+             description="Every 6 hours: re-run ingest + curation for registered crawl files whose curated_web "
+                         "was never materialized (e.g. a failed or cancelled run).")
 def crawl_refresh_schedule(context: dg.ScheduleEvaluationContext):
     keys = context.instance.get_dynamic_partitions(crawl_files.name)
-    done = context.instance.get_materialized_partitions(raw_crawl.key)
+    done = context.instance.get_materialized_partitions(curated_web.key)
     missing = [k for k in keys if k not in done]
     if not missing:
         return dg.SkipReason("every crawl file partition is materialized")

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from orchestration.assets.curation import curation_assets
 from orchestration.assets.ingest import crawl_files, raw_crawl
 from orchestration.definitions import defs
 from orchestration.resources import InputsResource
@@ -77,7 +78,7 @@ def test_refresh_schedule_requests_valid_runs_for_unmaterialized_partitions(samp
     keys = sorted(p.name for p in (sample_dir / "crawl").iterdir())
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(crawl_files.name, keys)
-        assert dg.materialize([raw_crawl], partition_key=keys[0], instance=instance, resources=resources).success
+        assert dg.materialize([raw_crawl, *curation_assets], partition_key=keys[0], instance=instance, resources=resources).success
         ctx = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
                                        scheduled_execution_time=datetime(2026, 1, 1, 6, tzinfo=timezone.utc))
         data = schedule.evaluate_tick(ctx)
