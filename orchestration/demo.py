@@ -9,6 +9,7 @@ summary of the lake.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -16,6 +17,7 @@ import dagster as dg
 
 from orchestration.assets.curation import curation_assets
 from orchestration.assets.ingest import crawl_files, raw_crawl, source_assets
+from orchestration.assets.tokens import token_assets
 from orchestration.definitions import defs
 from orchestration.resources import default_resources
 from orchestration.sensors import crawl_file_sensor
@@ -64,6 +66,11 @@ def run_demo(pages_per_file: int, seed: int) -> None:
     result = dg.materialize(source_assets, instance=instance, resources=default_resources(), run_config=QUIET)
     assert result.success, "source assets failed"
     print(f"  {len(source_assets)} source assets materialized")
+    t0 = time.perf_counter()
+    result = dg.materialize([*token_assets, *curation_assets, raw_crawl, *source_assets], selection=token_assets,
+                            instance=instance, resources=default_resources(), run_config=QUIET)
+    assert result.success, "tokenizer / mixture / shards failed"
+    print(f"  tokenizer, mixture and token shards materialized in {time.perf_counter() - t0:.1f}s")
     summarize(Lake(setting_path("LAKE_DIR")))
 
 
@@ -76,6 +83,12 @@ def summarize(lake: Lake) -> None:
         if "text" in [c[0] for c in con.execute(f"SELECT * FROM {asset} LIMIT 0").description]:
             n, chars = con.execute(f"SELECT count(*), coalesce(sum(length(text)), 0) FROM {asset}").fetchone()
             print(f"  {asset:<16} {n:>6} documents  {chars / 1e6:7.2f} M chars")
+    shards = lake.root / "tokenized_shards" / "_all" / "manifest.json"
+    if shards.exists():
+        m = json.loads(shards.read_text())
+        print(f"\ntoken shards: {m['tokens']['train']} train + {m['tokens']['validation']} validation tokens ({m['dtype']}) in {m['path']}")
+        for source, share in m["realized_shares"].items():
+            print(f"  {source:<6} realized {share:6.1%}  target {m['target_shares'].get(source, 0):6.1%}")
     print("\nwhy documents were removed (rejection_ledger):")
     for stage, reason, n in con.execute("SELECT stage, reason, count(*) FROM rejection_ledger GROUP BY ALL ORDER BY 3 DESC").fetchall():
         print(f"  {stage:<9} {reason:<40} {n:>5}")

@@ -1,0 +1,1 @@
+"""Mixture planning, tokenizer training, and token shards (no dagster imports)."""
