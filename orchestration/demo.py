@@ -18,6 +18,7 @@ import dagster as dg
 from orchestration.assets.curation import curation_assets
 from orchestration.assets.ingest import crawl_files, raw_crawl, source_assets
 from orchestration.assets.tokens import token_assets
+from orchestration.assets.training import training_assets
 from orchestration.definitions import defs
 from orchestration.resources import default_resources
 from orchestration.sensors import crawl_file_sensor
@@ -71,6 +72,11 @@ def run_demo(pages_per_file: int, seed: int) -> None:
                             instance=instance, resources=default_resources(), run_config=QUIET)
     assert result.success, "tokenizer / mixture / shards failed"
     print(f"  tokenizer, mixture and token shards materialized in {time.perf_counter() - t0:.1f}s")
+    t0 = time.perf_counter()
+    result = dg.materialize([*token_assets, *training_assets], selection=training_assets, instance=instance,
+                            resources=default_resources(), run_config=QUIET)
+    assert result.success, "training failed"
+    print(f"  base -> SFT -> aligned models trained in {time.perf_counter() - t0:.1f}s")
     summarize(Lake(setting_path("LAKE_DIR")))
 
 
@@ -92,7 +98,32 @@ def summarize(lake: Lake) -> None:
     print("\nwhy documents were removed (rejection_ledger):")
     for stage, reason, n in con.execute("SELECT stage, reason, count(*) FROM rejection_ledger GROUP BY ALL ORDER BY 3 DESC").fetchall():
         print(f"  {stage:<9} {reason:<40} {n:>5}")
+    models = lake.root / "models"
+    if (models / "aligned_model" / "checkpoint").exists():
+        print("\nmodels (lake/models/*/checkpoint, Hugging Face format + lineage.json):")
+        for name in ("base_model", "sft_model", "aligned_model"):
+            metrics = json.loads((models / name / "checkpoint" / "lineage.json").read_text())["metrics"]
+            shown = {k: round(v, 3) for k, v in metrics.items() if k in (
+                "final_val_loss", "unigram_baseline", "tokens_per_s", "initial_val_loss", "heldout_reward_accuracy",
+                "heldout_reward_accuracy_before") and v is not None}
+            print(f"  {name:<14} {shown}")
+        print("\n" + sample_chat(models / "aligned_model" / "checkpoint"))
     print("\nopen the UI with `make ui`, then http://127.0.0.1:3000/asset-groups")
+
+
+def sample_chat(checkpoint) -> str:
+    """Answers of the aligned model to a few prompts, to see the chat format at work."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    lines = ["aligned model, greedy decoding:"]
+    for prompt in ("What is the population of Arlen?", "How do I make a bomb at home?"):
+        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                      return_tensors="pt", return_dict=True)
+        out = model.generate(**ids, max_new_tokens=32, do_sample=False)
+        lines.append(f"  user: {prompt}\n  assistant: {tok.decode(out[0][ids['input_ids'].shape[1]:], skip_special_tokens=True)}")
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -25,6 +25,11 @@ class InputsResource(dg.ConfigurableResource):
 
     crawl_dir: str
     sources_dir: str
+    chat_dir: str = ""
+
+    @property
+    def chat_path(self) -> Path:
+        return Path(self.chat_dir) if self.chat_dir else Path(self.sources_dir).parent / "chat"
 
     @property
     def crawl_path(self) -> Path:
@@ -38,5 +43,7 @@ class InputsResource(dg.ConfigurableResource):
 def default_resources() -> dict:
     return {
         "lake": LakeResource(root=str(setting_path("LAKE_DIR"))),
-        "inputs": InputsResource(crawl_dir=str(setting_path("CRAWL_DIR")), sources_dir=str(setting_path("SOURCES_DIR"))),
+        "inputs": InputsResource(crawl_dir=str(setting_path("CRAWL_DIR")), sources_dir=str(setting_path("SOURCES_DIR")),
+                                 chat_dir=str(setting_path("CHAT_DIR"))),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }

@@ -3,6 +3,7 @@
 LAKE_DIR     lake root (Parquet per asset/partition + catalog.duckdb)   default ./lake
 CRAWL_DIR    directory watched for WARC/WET files (recursively)         default ./data/sample/crawl
 SOURCES_DIR  one sub-directory per non-web source (books, code, ...)    default ./data/sample/sources
+CHAT_DIR     sft.jsonl, preferences.jsonl, eval_prompts.jsonl             default ./data/sample/chat
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DEFAULTS = {"LAKE_DIR": "lake", "CRAWL_DIR": "data/sample/crawl", "SOURCES_DIR": "data/sample/sources"}
+DEFAULTS = {"LAKE_DIR": "lake", "CRAWL_DIR": "data/sample/crawl", "SOURCES_DIR": "data/sample/sources",
+            "CHAT_DIR": "data/sample/chat"}
 
 
 def setting_path(name: str) -> Path:

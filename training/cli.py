@@ -1,0 +1,91 @@
+"""Training entry point: `python -m training.cli {pretrain,sft,dpo} --config job.json`.
+
+Run by the Dagster assets through dagster-pipes (logs and metrics stream to the UI, the
+materialization is reported from here, cancelling the run stops this process), by hand,
+or under `torchrun --nproc_per_node=N` for DDP (rank 0 reports and writes checkpoints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from contextlib import nullcontext
+
+from training.plots import loss_curve_markdown
+
+
+def _distributed():
+    """Join the process group when torchrun launched us; returns (rank, world)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.distributed.get_rank(), world
+    return 0, 1
+
+
+def _pipes():
+    """A Pipes context when a Dagster run launched us (it sets DAGSTER_PIPES_CONTEXT), else nothing."""
+    if "DAGSTER_PIPES_CONTEXT" not in os.environ:
+        return nullcontext(None)
+    from dagster_pipes import open_dagster_pipes
+
+    return open_dagster_pipes()
+
+
+def _metadata(stage: str, result: dict) -> dict:
+    m = result["metrics"]
+    meta = {"checkpoint": {"raw_value": result["path"], "type": "path"},
+            "loss_curve": {"raw_value": loss_curve_markdown(result["history"], m.get("unigram_baseline")), "type": "md"}}
+    for k, v in m.items():
+        if isinstance(v, (int, float)) and v is not None:
+            meta[k] = {"raw_value": v, "type": "int" if isinstance(v, int) else "float"}
+    lineage = json.loads(open(os.path.join(result["path"], "lineage.json")).read())
+    summary = {k: lineage.get(k) for k in ("stage", "shards_hash", "mixture_weights", "tokenizer_hash", "base_checkpoint_hash",
+                                           "reference_checkpoint_hash", "upstream") if lineage.get(k) is not None}
+    meta["lineage"] = {"raw_value": summary, "type": "json"}
+    return meta
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=["pretrain", "sft", "dpo"])
+    parser.add_argument("--config", required=True, help="JSON file with the job's fields")
+    args = parser.parse_args(argv)
+    job_fields = json.loads(open(args.config).read())
+    rank, _ = _distributed()
+    with _pipes() as pipes:
+        def log(record: dict) -> None:
+            line = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+            if pipes is not None:
+                pipes.log.info(line)
+            elif rank == 0:
+                print(line, flush=True)
+
+        if args.stage == "pretrain":
+            from training.pretrain import PretrainJob, run_pretrain
+
+            result = run_pretrain(PretrainJob(**job_fields), log=log)
+        elif args.stage == "sft":
+            from training.sft import SftJob, run_sft
+
+            result = run_sft(SftJob(**job_fields), log=log)
+        else:
+            from training.dpo import DpoJob, run_dpo
+
+            result = run_dpo(DpoJob(**job_fields), log=log)
+        if rank == 0:
+            if pipes is not None:
+                pipes.report_asset_materialization(metadata=_metadata(args.stage, result),
+                                                   data_version=result["metrics"]["checkpoint_hash"])
+            else:
+                print(json.dumps(result["metrics"], default=str))
+
+
+if __name__ == "__main__":
+    main()

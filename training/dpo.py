@@ -1,0 +1,189 @@
+"""Direct Preference Optimization against a frozen reference (the SFT checkpoint).
+
+loss = -log sigmoid(beta * ((log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x))))
+
+Sequence log-probabilities sum over the response tokens only (the assistant mask of
+the chat template, end-of-turn token included). Logged: rewards/chosen,
+rewards/rejected (beta * policy-minus-reference log-ratios), reward accuracy and
+margins, on training batches and on held-out pairs. Pairs come from a JSONL of
+(prompt, chosen, rejected), or are built by sampling the SFT model and ranking the
+samples with a rule (see `rank_by_rule`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training import loop
+from training.checkpoint import checkpoint_hash, save_checkpoint
+from training.sft import decontaminate, encode_conversation, load_jsonl
+
+
+def dpo_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict]:
+    """Sigmoid DPO loss (mean over pairs) and the usual metrics; inputs are summed response log-probs."""
+    chosen_rewards = beta * (pc - rc)
+    rejected_rewards = beta * (pr - rr)
+    margins = chosen_rewards - rejected_rewards
+    loss = -F.logsigmoid(margins).mean()
+    chosen_rewards, rejected_rewards, margins = chosen_rewards.detach(), rejected_rewards.detach(), margins.detach()
+    return loss, {"rewards/chosen": float(chosen_rewards.mean()), "rewards/rejected": float(rejected_rewards.mean()),
+                  "rewards/accuracy": float((margins > 0).float().mean()), "rewards/margins": float(margins.mean())}
+
+
+def encode_pair(tok, pair: dict, max_len: int):
+    chosen = encode_conversation(tok, [{"role": "user", "content": pair["prompt"]}, {"role": "assistant", "content": pair["chosen"]}], max_len)
+    rejected = encode_conversation(tok, [{"role": "user", "content": pair["prompt"]}, {"role": "assistant", "content": pair["rejected"]}], max_len)
+    return (chosen, rejected) if chosen and rejected else None
+
+
+def _pad(seqs: list[tuple[list[int], list[int]]], pad_id: int):
+    n = max(len(ids) for ids, _ in seqs)
+    x = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    y = torch.full((len(seqs), n), -100, dtype=torch.long)
+    att = torch.zeros((len(seqs), n), dtype=torch.long)
+    for i, (ids, labels) in enumerate(seqs):
+        x[i, :len(ids)], y[i, :len(labels)], att[i, :len(ids)] = torch.tensor(ids), torch.tensor(labels), 1
+    return x, y, att
+
+
+def sequence_logps(model, x, y, att) -> torch.Tensor:
+    """Sum of log p(token) over labelled (response) positions, per sequence."""
+    logits = model(input_ids=x, attention_mask=att).logits[:, :-1].float()
+    labels = y[:, 1:]
+    mask = labels != -100
+    logp = torch.gather(F.log_softmax(logits, dim=-1), 2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (logp * mask).sum(-1)
+
+
+def pair_logps(model, batch, pad_id, device):
+    chosen, rejected = [c for c, _ in batch], [r for _, r in batch]
+    x, y, att = (t.to(device) for t in _pad(chosen + rejected, pad_id))
+    logps = sequence_logps(model, x, y, att)
+    return logps[:len(batch)], logps[len(batch):]
+
+
+@torch.no_grad()
+def evaluate_pairs(policy, reference, pairs, pad_id, device, beta, batch_size=16) -> dict:
+    policy.eval()
+    metrics = []
+    for i in range(0, len(pairs), batch_size):
+        batch = pairs[i:i + batch_size]
+        pc, pr = pair_logps(policy, batch, pad_id, device)
+        rc, rr = pair_logps(reference, batch, pad_id, device)
+        _, m = dpo_loss(pc, pr, rc, rr, beta)
+        metrics.append((len(batch), m))
+    policy.train()
+    total = sum(n for n, _ in metrics) or 1
+    return {k: sum(n * m[k] for n, m in metrics) / total for k in metrics[0][1]} if metrics else {}
+
+
+def rank_by_rule(prompt: str, responses: list[str]) -> tuple[str, str]:
+    """(chosen, rejected) among sampled responses: prefer answers that mention the subject of the
+    question, end cleanly, and are neither empty nor rambling; ties go to the shorter answer."""
+    subject = set(w.strip("?.,!").lower() for w in prompt.split() if w[:1].isupper())
+
+    def score(r: str) -> tuple:
+        words = r.split()
+        return (len(subject & {w.strip("?.,!").lower() for w in words}), r.rstrip().endswith((".", "!", "?")),
+                3 <= len(words) <= 40, -len(words))
+
+    ranked = sorted(responses, key=score, reverse=True)
+    return ranked[0], ranked[-1]
+
+
+def sample_pairs(model_dir: str, prompts: list[str], k: int = 4, max_new_tokens: int = 40, seed: int = 0) -> list[dict]:
+    """Preference pairs from the SFT model: k samples per prompt, ranked by `rank_by_rule`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    torch.manual_seed(seed)
+    pairs = []
+    for prompt in prompts:
+        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt",
+                                      return_dict=True)
+        with torch.no_grad():
+            out = model.generate(**ids, do_sample=True, temperature=1.0, top_p=0.95, num_return_sequences=k,
+                                 max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
+        responses = [tok.decode(o[ids["input_ids"].shape[1]:], skip_special_tokens=True).strip() for o in out]
+        chosen, rejected = rank_by_rule(prompt, responses)
+        if chosen != rejected:
+            pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "origin": "sampled"})
+    return pairs
+
+
+@dataclass
+class DpoJob:
+    sft_dir: str
+    pairs_path: str
+    out_dir: str
+    eval_prompts_path: str | None = None
+    beta: float = 0.1
+    steps: int = 60
+    batch_size: int = 8
+    lr: float = 2e-4
+    val_fraction: float = 0.15
+    seed: int = 0
+    device: str = "auto"
+    lineage: dict | None = None
+
+
+def run_dpo(job: DpoJob, log=print) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loop.configure_threads()
+    t0 = time.perf_counter()
+    device = loop.pick_device(job.device)
+    tok = AutoTokenizer.from_pretrained(job.sft_dir)
+    policy = AutoModelForCausalLM.from_pretrained(job.sft_dir).to(device)
+    reference = AutoModelForCausalLM.from_pretrained(job.sft_dir).to(device).eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    max_len = policy.config.max_position_embeddings
+    raw = load_jsonl(Path(job.pairs_path), ("prompt", "chosen", "rejected"))
+    eval_prompts = [r["prompt"] for r in load_jsonl(Path(job.eval_prompts_path), ("prompt",))] if job.eval_prompts_path else []
+    raw, dropped = decontaminate(raw, lambda r: [r["prompt"]], eval_prompts)
+    pairs = [e for e in (encode_pair(tok, r, max_len) for r in raw) if e]
+    order = np.random.default_rng(job.seed).permutation(len(pairs))
+    n_val = max(1, int(len(pairs) * job.val_fraction))
+    val = [pairs[i] for i in order[:n_val]]
+    train = [pairs[i] for i in order[n_val:]]
+    cfg = loop.TrainConfig(max_steps=job.steps, batch_size=job.batch_size, lr=job.lr, warmup_steps=max(1, job.steps // 10),
+                           weight_decay=0.0, seed=job.seed, device=job.device)
+    optimizer = torch.optim.AdamW(loop.param_groups(policy, 0.0), lr=job.lr, betas=cfg.betas)
+    before = evaluate_pairs(policy, reference, val, tok.pad_token_id, device, job.beta)
+    history = []
+    policy.train()
+    for step in range(job.steps):
+        for g in optimizer.param_groups:
+            g["lr"] = loop.lr_at(step, cfg)
+        idx = np.random.default_rng([job.seed, step]).integers(0, len(train), size=job.batch_size)
+        batch = [train[i] for i in idx]
+        pc, pr = pair_logps(policy, batch, tok.pad_token_id, device)
+        with torch.no_grad():
+            rc, rr = pair_logps(reference, batch, tok.pad_token_id, device)
+        loss, m = dpo_loss(pc, pr, rc, rr, job.beta)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        record = {"step": step + 1, "train_loss": loss.item(), **m}
+        if (step + 1) % max(1, job.steps // 6) == 0 or step + 1 == job.steps:
+            record.update({f"val_{k}": v for k, v in evaluate_pairs(policy, reference, val, tok.pad_token_id, device, job.beta).items()})
+            log(record)
+        history.append(record)
+    after = evaluate_pairs(policy, reference, val, tok.pad_token_id, device, job.beta)
+    metrics = {"heldout_reward_accuracy_before": before.get("rewards/accuracy"), "heldout_reward_accuracy": after.get("rewards/accuracy"),
+               "heldout_margin": after.get("rewards/margins"), "train_pairs": len(train), "heldout_pairs": len(val),
+               "decontaminated": len(dropped), "beta": job.beta, "steps": job.steps, "seconds": time.perf_counter() - t0}
+    lineage = dict(job.lineage or {}, stage="dpo", reference_checkpoint=job.sft_dir,
+                   reference_checkpoint_hash=checkpoint_hash(Path(job.sft_dir)), pairs=job.pairs_path, job=asdict(job), metrics=metrics)
+    save_checkpoint(policy, Path(job.sft_dir), Path(job.out_dir), lineage, {"history.json": history})
+    metrics["checkpoint_hash"] = checkpoint_hash(Path(job.out_dir))
+    return {"metrics": metrics, "history": history, "path": job.out_dir}
