@@ -83,8 +83,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 def token_loss_sum(model, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask=None) -> torch.Tensor:
     """Sum (not mean) of next-token cross-entropy over labelled positions (labels != -100)."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1),
-                           ignore_index=-100, reduction="sum")
+    # shift the labels, not the logits: slicing B x T x V logits would copy them
+    shifted = F.pad(labels[:, 1:], (0, 1), value=-100)
+    return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), shifted.reshape(-1), ignore_index=-100, reduction="sum")
 
 
 def flops_per_token(model: torch.nn.Module, context: int) -> float:
@@ -173,10 +174,14 @@ def train(model, cfg: TrainConfig, batches: Callable[[int, int, int], Batch], va
     if state.step:
         log({"event": "resumed", "step": state.step})
     core = model
-    if cfg.compile:
-        core = torch.compile(core)
     if distributed:
         core = torch.nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def step_loss(x, y):
+        return token_loss_sum(core, x, y)
+
+    if cfg.compile:  # compile forward *and* loss, so the B x T x V logits never leave the fused graph
+        step_loss = torch.compile(step_loss)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     fpt, peak = flops_per_token(model, context or 1), peak_flops(device)
     t_last, tokens_last = time.perf_counter(), 0
@@ -196,7 +201,7 @@ def train(model, cfg: TrainConfig, batches: Callable[[int, int, int], Batch], va
             sync = not distributed or m == cfg.grad_accum - 1
             ctx = core.no_sync() if distributed and not sync else _null()
             with ctx, autocast:
-                local = token_loss_sum(core, x, y)
+                local = step_loss(x, y)
                 # DDP averages gradients over ranks; scaling by world makes the step's gradient
                 # exactly d(sum of token losses over all ranks and micro-batches)/d(theta) / n_tokens
                 (local * world / n_tokens.clamp(min=1)).backward()
