@@ -18,6 +18,7 @@ import dagster as dg
 from orchestration.assets.curation import curation_assets
 from orchestration.assets.ingest import crawl_files, raw_crawl, source_assets
 from orchestration.assets.tokens import token_assets
+from orchestration.assets.evaluation import evaluation_assets
 from orchestration.assets.training import training_assets
 from orchestration.definitions import defs
 from orchestration.resources import default_resources
@@ -77,6 +78,11 @@ def run_demo(pages_per_file: int, seed: int) -> None:
                             resources=default_resources(), run_config=QUIET)
     assert result.success, "training failed"
     print(f"  base -> SFT -> aligned models trained in {time.perf_counter() - t0:.1f}s")
+    t0 = time.perf_counter()
+    result = dg.materialize([*training_assets, *evaluation_assets], selection=evaluation_assets, instance=instance,
+                            resources=default_resources(), run_config=QUIET, raise_on_error=False)
+    gates = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    print(f"  evaluations, report and promotion gates in {time.perf_counter() - t0:.1f}s: {gates}")
     summarize(Lake(setting_path("LAKE_DIR")))
 
 
@@ -108,6 +114,12 @@ def summarize(lake: Lake) -> None:
                 "heldout_reward_accuracy_before") and v is not None}
             print(f"  {name:<14} {shown}")
         print("\n" + sample_chat(models / "aligned_model" / "checkpoint"))
+    report = lake.root / "eval_report" / "_all" / "report.md"
+    if report.exists():
+        print(f"\nevaluation report: {report} (and results.json beside it); the table:")
+        print("\n".join(line for line in report.read_text().splitlines()[2:13]))
+        promoted = lake.root / "models" / "promoted"
+        print(f"promoted model: {promoted if promoted.exists() else 'not promoted (a gate failed)'}")
     print("\nopen the UI with `make ui`, then http://127.0.0.1:3000/asset-groups")
 
 
