@@ -24,8 +24,13 @@ from training import loop
 from training.presets import PRESETS, llama_config
 
 
-def make_model(preset: str, vocab: int, device: torch.device):
+def make_model(preset: str, vocab: int, device: torch.device, liger: bool = False):
     from transformers import LlamaForCausalLM
+
+    if liger:  # fused Triton RMSNorm / RoPE / SwiGLU kernels (pip install liger-kernel); same for both loops
+        from liger_kernel.transformers import apply_liger_kernel_to_llama
+
+        apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False)
 
     torch.manual_seed(0)
     cfg = llama_config(preset, vocab, 0, 0, 1)
@@ -84,6 +89,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--liger", action="store_true", help="use Liger's fused kernels (CUDA; liger-kernel installed)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train.json"))
     args = parser.parse_args()
     loop.configure_threads()
@@ -92,13 +98,13 @@ def main() -> None:
     bs = args.batch_size or p.batch_size
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, args.vocab, (bs, p.context_length + 1), generator=g) for _ in range(8)]
-    plain = plain_loop(make_model(args.preset, args.vocab, device), batches, args.steps, args.warmup, args.grad_accum, device, args.compile)
-    ours = our_loop(make_model(args.preset, args.vocab, device), batches, args.steps, args.warmup, args.grad_accum, device,
+    plain = plain_loop(make_model(args.preset, args.vocab, device, args.liger), batches, args.steps, args.warmup, args.grad_accum, device, args.compile)
+    ours = our_loop(make_model(args.preset, args.vocab, device, args.liger), batches, args.steps, args.warmup, args.grad_accum, device,
                     args.compile, p.context_length)
     params = sum(x.numel() for x in make_model(args.preset, args.vocab, torch.device("cpu")).parameters())
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
     print(f"{args.preset} ({params / 1e6:.1f} M params), batch {bs} x {p.context_length} x accum {args.grad_accum}, {name}"
-          f"{', compiled' if args.compile else ''}, {args.steps} timed steps after {args.warmup} warm-up")
+          f"{', compiled' if args.compile else ''}{', liger' if args.liger else ''}, {args.steps} timed steps after {args.warmup} warm-up")
     print(f"  plain PyTorch loop  {plain:>12.0f} tokens/s")
     print(f"  our training loop   {ours['tokens_per_s']:>12.0f} tokens/s  ({ours['tokens_per_s'] / plain:.1%} of plain; target >= 95%)")
     if "mfu" in ours:
