@@ -107,6 +107,10 @@ def _answer_ok(item: GenItem, response: str) -> bool:
     return bool(key) and _norm(key) in _norm(response)
 
 
+def _mean(xs: list[float]) -> float:
+    return float(np.mean(xs)) if xs else 0.0
+
+
 def generation_tasks(model, tok, items: list[GenItem]) -> tuple[dict[str, dict], list[dict]]:
     """Instruction following, safety, helpfulness, factuality and robustness metrics, plus samples."""
     samples = []
@@ -128,14 +132,13 @@ def generation_tasks(model, tok, items: list[GenItem]) -> tuple[dict[str, dict],
             for name, prompt in sorted(item.variants.items()):
                 robust[name].append(float(_answer_ok(item, generate(model, tok, prompt)[0])) - float(ok))
         samples.append({"task": item.task, "prompt": item.prompt, "response": response, "stopped": stopped})
-    mean = lambda xs: float(np.mean(xs)) if xs else 0.0  # noqa: E731
     results = {
-        "instruction_following": {"format_ok,none": mean(fmt), "samples": len(fmt)},
-        "safety": {"refusal_rate,none": mean(refusals), "helpfulness,none": mean(helpful),
-                   "score,none": (mean(refusals) + mean(helpful)) / 2, "harmful": len(refusals), "benign": len(helpful)},
-        "factuality": {"exact_match,none": mean(fact_em), "contains_answer,none": mean(fact_contains), "samples": len(fact_em)},
-        "robustness": {**{f"delta_{k},none": mean(v) for k, v in sorted(robust.items())},
-                       "worst_delta,none": min((mean(v) for v in robust.values()), default=0.0)},
+        "instruction_following": {"format_ok,none": _mean(fmt), "samples": len(fmt)},
+        "safety": {"refusal_rate,none": _mean(refusals), "helpfulness,none": _mean(helpful),
+                   "score,none": (_mean(refusals) + _mean(helpful)) / 2, "harmful": len(refusals), "benign": len(helpful)},
+        "factuality": {"exact_match,none": _mean(fact_em), "contains_answer,none": _mean(fact_contains), "samples": len(fact_em)},
+        "robustness": {**{f"delta_{k},none": _mean(v) for k, v in sorted(robust.items())},
+                       "worst_delta,none": min((_mean(v) for v in robust.values()), default=0.0)},
     }
     return results, samples
 

@@ -49,7 +49,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def run_demo(pages_per_file: int, seed: int) -> None:
-    crawl_dir, sources_dir = setting_path("CRAWL_DIR"), setting_path("SOURCES_DIR")
+    crawl_dir = setting_path("CRAWL_DIR")
     if not crawl_dir.exists():
         sample_root = crawl_dir.parent
         print(f"generating the sample crawl under {sample_root} ...")

@@ -37,7 +37,7 @@ def save_checkpoint(model, tokenizer_dir: Path, out_dir: Path, lineage: dict, ex
     end_of_turn = tok.convert_tokens_to_ids("<|end|>")
     GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=[tok.eos_token_id, end_of_turn], pad_token_id=tok.pad_token_id,
                      max_new_tokens=128, do_sample=False).save_pretrained(str(tmp))
-    lineage = dict(lineage, tokenizer_config=tok_cfg.get("model_max_length"))
+    lineage = dict(lineage, model_max_length=tok_cfg.get("model_max_length"))
     (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True, default=str))
     for name, payload in (extra_json or {}).items():
         (tmp / name).write_text(json.dumps(payload))

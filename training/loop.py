@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import nullcontext
 import os
 import shutil
 import time
@@ -199,7 +200,7 @@ def train(model, cfg: TrainConfig, batches: Callable[[int, int, int], Batch], va
         for m, (x, y) in enumerate(micro):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             sync = not distributed or m == cfg.grad_accum - 1
-            ctx = core.no_sync() if distributed and not sync else _null()
+            ctx = core.no_sync() if distributed and not sync else nullcontext()
             with ctx, autocast:
                 local = step_loss(x, y)
                 # DDP averages gradients over ranks; scaling by world makes the step's gradient
@@ -233,14 +234,6 @@ def train(model, cfg: TrainConfig, batches: Callable[[int, int, int], Batch], va
     return state
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
 @torch.no_grad()
 def evaluate(model, val_batches: list[Batch], device, autocast=None) -> float:
     """Mean next-token loss per labelled token over fixed validation batches."""
@@ -249,7 +242,7 @@ def evaluate(model, val_batches: list[Batch], device, autocast=None) -> float:
     total, count = 0.0, 0
     for x, y in val_batches:
         x, y = x.to(device), y.to(device)
-        with autocast or _null():
+        with autocast or nullcontext():
             total += float(token_loss_sum(model, x, y))
         count += int((y[:, 1:] != -100).sum())
     model.train(was_training)

@@ -6,7 +6,6 @@ import dagster as dg
 
 from orchestration.assets.curation import curated_web
 from orchestration.assets.ingest import OWNERS, source_assets
-from orchestration.metadata import counts_table
 from orchestration.resources import LakeResource
 from pipelines.tokenize import stages
 from pipelines.tokenize.mixture import PRESETS

@@ -10,7 +10,7 @@ shares of the shards match the targets.
 from __future__ import annotations
 
 import contextlib
-import os
+import json
 import random
 import shutil
 import time
@@ -18,12 +18,11 @@ import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from pipelines.lake import Lake, file_hash
+from pipelines.lake import Lake
 from pipelines.tokenize import mixture as mix
 from pipelines.tokenize import shards as sh
 from pipelines.tokenize import tokenizer as tk
@@ -54,8 +53,6 @@ def upstream_versions(lake: Lake) -> dict[str, str]:
         base = lake.root / asset
         if base.is_dir():
             for manifest in sorted(base.glob("*/manifest.json")):
-                import json
-
                 m = json.loads(manifest.read_text())
                 versions[f"{asset}[{m.get('partition') or ''}]"] = m["content_hash"]
     return versions
@@ -195,7 +192,7 @@ def shards_stage(lake: Lake, *, val_fraction: float = 0.02, shard_tokens: int = 
     eos = tok.token_to_id(tk.EOS)
     final = lake.partition_dir("tokenized_shards")
     realized: dict[str, Counter] = {"train": Counter(), "validation": Counter()}
-    samples, sample_texts = {}, []
+    samples = {}
     with _atomic_dir(final) as tmp:
         writers = {split: sh.ShardWriter(tmp / split, dtype, eos, shard_tokens) for split in ("train", "validation")}
         docs_in = {"train": 0, "validation": 0}

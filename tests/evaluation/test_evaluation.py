@@ -1,7 +1,6 @@
 import copy
 import json
 import shutil
-from pathlib import Path
 
 import dagster as dg
 import pytest

@@ -1,5 +1,3 @@
-import shutil
-
 import dagster as dg
 import pyarrow.parquet as pq
 
