@@ -45,6 +45,7 @@ bench: $(VENV)/.bench-installed  ## benchmarks: ours vs the reference tools, sid
 	$(BIN)/python -m benchmarks.curation_bench
 	$(BIN)/python -m benchmarks.tokenize_bench
 	$(BIN)/python -m benchmarks.train_bench
+	$(BIN)/python -m benchmarks.reliability_bench
 
 sample: setup  ## (re)generate the sample data under data/sample
 	$(BIN)/python -m pipelines.sample data/sample

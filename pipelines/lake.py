@@ -79,6 +79,8 @@ class AtomicParquetWriter:
     def __init__(self, path: Path, schema: pa.Schema, row_group_size: int = 2048):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # left by a killed writer
+            stale.unlink(missing_ok=True)
         self.tmp = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex}.tmp"
         self.schema = schema
         self.row_group_size = row_group_size
