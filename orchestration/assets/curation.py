@@ -6,6 +6,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from orchestration.assets.ingest import OWNERS, crawl_files, raw_crawl
+from orchestration.automation import CURATION
 from orchestration.metadata import counts_table, preview_table
 from orchestration.resources import LakeResource
 from pipelines.curation import stages
@@ -14,7 +15,8 @@ from pipelines.curation.pii import find_pii
 from pipelines.curation.quality import QualityThresholds
 from pipelines.parallel import default_workers
 
-COMMON = dict(partitions_def=crawl_files, group_name="curation", owners=OWNERS, tags={"stage": "curation"})
+COMMON = dict(partitions_def=crawl_files, group_name="curation", owners=OWNERS, tags={"stage": "curation"},
+              automation_condition=CURATION)
 
 
 def _result(manifest: dict, extra_meta: dict, check_results=()) -> dg.MaterializeResult:

@@ -11,12 +11,14 @@ from evaluation.report import build_results, model_card, render_markdown, valida
 from evaluation.run import evaluate_checkpoint
 from evaluation.tasks import bundled_generation, bundled_mc, load_user_tasks
 from orchestration.assets.ingest import OWNERS
+from orchestration.automation import FOLLOW, PROMOTE
 from orchestration.assets.training import aligned_model, base_model, sft_model
 from orchestration.resources import LakeResource
 from pipelines.lake import atomic_write_bytes
 from training.checkpoint import checkpoint_hash
 
 COMMON = dict(group_name="evaluation", owners=OWNERS, tags={"stage": "evaluation"})
+FOLLOWING = dict(automation_condition=FOLLOW)
 MODELS = {"base_model": base_model, "sft_model": sft_model, "aligned_model": aligned_model}
 
 
@@ -48,7 +50,7 @@ def _tasks(config: EvalConfig):
 def _eval_asset(name: str, model_asset) -> dg.AssetsDefinition:
     @dg.asset(name=f"{name}_eval", deps=[model_asset], kinds={"python", "pytorch"}, code_version="1",
               description=f"Eval suite on `{name}`: validation perplexity and bits-per-byte, multiple choice by "
-                          "log-likelihood, instruction following, safety, factuality, robustness, latency.", **COMMON)
+                          "log-likelihood, instruction following, safety, factuality, robustness, latency.", **FOLLOWING, **COMMON)
     def model_eval(context: dg.AssetExecutionContext, config: EvalConfig, lake: LakeResource) -> dg.MaterializeResult:
         ckpt = lake.lake.root / "models" / name / "checkpoint"
         mc, gen = _tasks(config)
@@ -86,7 +88,7 @@ class GateConfig(dg.Config):
                                          description="Aligned validation loss within the allowed margin of the SFT model's."),
                        dg.AssetCheckSpec("eval_set_not_contaminated", asset="eval_report", blocking=True,
                                          description="Share of eval items with a token n-gram in the training shards under the limit.")],
-          **COMMON)
+          **FOLLOWING, **COMMON)
 def eval_report(context: dg.AssetExecutionContext, config: GateConfig, lake: LakeResource) -> dg.MaterializeResult:
     """Base, SFT and aligned models side by side (Markdown + JSON results close to lm-evaluation-harness's),
     with a model card tracing the aligned model back to the crawl partitions. Gates block promotion."""
@@ -120,7 +122,7 @@ def eval_report(context: dg.AssetExecutionContext, config: GateConfig, lake: Lak
                                 check_results=checks)
 
 
-@dg.asset(deps=[eval_report], kinds={"huggingface"}, code_version="1", **COMMON)
+@dg.asset(deps=[eval_report], kinds={"huggingface"}, code_version="1", automation_condition=PROMOTE, **COMMON)
 def promoted_model(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     """The aligned checkpoint, copied to `lake/models/promoted/` with its MODEL_CARD.md, once every gate passed."""
     src = lake.lake.root / "models" / "aligned_model" / "checkpoint"

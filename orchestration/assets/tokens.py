@@ -6,13 +6,14 @@ import dagster as dg
 
 from orchestration.assets.curation import curated_web
 from orchestration.assets.ingest import OWNERS, source_assets
+from orchestration.automation import DAILY
 from orchestration.resources import LakeResource
 from pipelines.tokenize import stages
 from pipelines.tokenize.mixture import PRESETS
 from pipelines.tokenize.shards import validate_shards
 
 ALL_CURATED = dg.AssetDep(curated_web, partition_mapping=dg.AllPartitionMapping())
-COMMON = dict(group_name="tokens", owners=OWNERS, tags={"stage": "tokens"})
+COMMON = dict(group_name="tokens", owners=OWNERS, tags={"stage": "tokens"}, automation_condition=DAILY)
 
 
 def _rows_table(rows: list[dict]) -> dg.MetadataValue:

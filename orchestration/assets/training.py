@@ -14,6 +14,7 @@ from typing import Literal, Optional
 import dagster as dg
 
 from orchestration.assets.ingest import OWNERS
+from orchestration.automation import FOLLOW, WEEKLY
 from orchestration.assets.tokens import tokenized_shards, tokenizer
 from orchestration.resources import InputsResource, LakeResource
 from pipelines.lake import atomic_write_bytes
@@ -21,6 +22,7 @@ from training.sft import decontaminate, load_jsonl
 
 COMMON = dict(group_name="training", owners=OWNERS, tags={"stage": "training"})
 MODEL = dict(kinds={"pytorch", "huggingface"}, pool="training", **COMMON)
+FOLLOWING = dict(automation_condition=FOLLOW)
 
 
 def _model_dir(lake: LakeResource, name: str) -> Path:
@@ -57,7 +59,7 @@ class PretrainConfig(dg.Config):
     device: str = "auto"
 
 
-@dg.asset(deps=[tokenized_shards, tokenizer], code_version="1", **MODEL)
+@dg.asset(deps=[tokenized_shards, tokenizer], code_version="1", automation_condition=WEEKLY, **MODEL)
 def base_model(context: dg.AssetExecutionContext, config: PretrainConfig, lake: LakeResource,
                pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
     """A Llama-style causal LM pretrained on the token shards; Hugging Face checkpoint with lineage.json.
@@ -93,7 +95,7 @@ def _write_jsonl(lake: LakeResource, asset: str, rows: list[dict], manifest: dic
     return path
 
 
-@dg.asset(kinds={"python", "json"}, code_version="1", **COMMON)
+@dg.asset(kinds={"python", "json"}, code_version="1", **FOLLOWING, **COMMON)
 def sft_dataset(context: dg.AssetExecutionContext, config: ChatDataConfig, lake: LakeResource,
                 inputs: InputsResource) -> dg.MaterializeResult:
     """Instruction conversations ({"messages": [{"role", "content"}, ...]}, multi-turn allowed),
@@ -117,7 +119,7 @@ class SftConfig(dg.Config):
     device: str = "auto"
 
 
-@dg.asset(deps=[base_model, sft_dataset], code_version="1", **MODEL)
+@dg.asset(deps=[base_model, sft_dataset], code_version="1", **FOLLOWING, **MODEL)
 def sft_model(context: dg.AssetExecutionContext, config: SftConfig, lake: LakeResource, inputs: InputsResource,
               pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
     """The base model fine-tuned on the chat data: loss on assistant tokens (and end-of-turn) only, packed rows."""
@@ -138,7 +140,7 @@ class PreferenceConfig(ChatDataConfig):
     samples_per_prompt: int = 4
 
 
-@dg.asset(deps=[sft_model], kinds={"python", "json"}, code_version="1", **COMMON)
+@dg.asset(deps=[sft_model], kinds={"python", "json"}, code_version="1", **FOLLOWING, **COMMON)
 def preference_dataset(context: dg.AssetExecutionContext, config: PreferenceConfig, lake: LakeResource,
                        inputs: InputsResource) -> dg.MaterializeResult:
     """Preference pairs for DPO, decontaminated against the evaluation prompts."""
@@ -168,7 +170,7 @@ class DpoConfig(dg.Config):
     device: str = "auto"
 
 
-@dg.asset(deps=[sft_model, preference_dataset], code_version="1", **MODEL)
+@dg.asset(deps=[sft_model, preference_dataset], code_version="1", **FOLLOWING, **MODEL)
 def aligned_model(context: dg.AssetExecutionContext, config: DpoConfig, lake: LakeResource,
                   pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
     """The SFT model aligned with DPO (sigmoid loss, frozen SFT reference); held-out reward accuracy in metadata."""

@@ -1,0 +1,39 @@
+import json
+
+import dagster as dg
+
+from orchestration.assets.curation import curation_assets, deduped
+from orchestration.assets.ingest import crawl_files, raw_crawl
+from orchestration.automation import run_failure_recorder
+from orchestration.definitions import defs
+
+
+def test_automation_sensor_runs_by_default_and_requests_curation_after_ingest(sample_dir, resources):
+    assert defs.resolve_sensor_def("automation_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    key = sorted(p.name for p in (sample_dir / "crawl").iterdir())[0]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(crawl_files.name, [key])
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert dg.materialize([raw_crawl], partition_key=key, instance=instance, resources=resources).success
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+        assert result.get_requested_partitions(deduped.key) == {key}
+        assert result.get_num_requested(dg.AssetKey("base_model")) == 0  # models wait for their weekly cron
+
+
+def test_run_failure_sensor_records_the_failed_run(sample_dir, resources):
+    key = sorted(p.name for p in (sample_dir / "crawl").iterdir())[0]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(crawl_files.name, [key])
+        cfg = {"ops": {"curated_web": {"config": {"quality_overrides": {"min_wrds": 1}}}}}
+        result = dg.materialize([raw_crawl, *curation_assets], partition_key=key, instance=instance, resources=resources,
+                                run_config=cfg, raise_on_error=False)
+        assert not result.success
+        run = instance.get_run_by_id(result.run_id)
+        failure = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[0].dagster_event
+        ctx = dg.build_run_status_sensor_context(sensor_name="run_failure_recorder", dagster_event=failure,
+                                                 dagster_instance=instance, dagster_run=run,
+                                                 resources={"lake": resources["lake"]}).for_run_failure()
+        run_failure_recorder(ctx)
+        lines = (resources["lake"].lake.root / "run_failures.jsonl").read_text().splitlines()
+        record = json.loads(lines[-1])
+        assert record["run_id"] == result.run_id and any("min_words" in e for e in record["step_errors"])
