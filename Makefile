@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test test-all ui validate bench sample clean
+.PHONY: setup demo test browser-deps test-browser test-all ui validate bench sample clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,15 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: setup $(DAGSTER_HOME)/dagster.yaml  ## generate the sample crawl and materialize every asset into ./lake
 	$(BIN)/python -m orchestration.demo
 
-test: setup  ## the test suite CI runs
-	$(BIN)/python -m pytest -q
+test: setup browser-deps  ## the test suite CI runs (includes the headless-browser test of the UI)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+browser-deps: setup  ## Debian chromium (for the UI test) and playwright, if missing
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q --no-install-recommends chromium) >/dev/null
+	$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/pip install --quiet -e ".[browser]"
+
+test-browser: browser-deps  ## only the headless-browser test against `dagster dev`
+	$(BIN)/python -m pytest -q -m browser tests/ui
 
 test-all: setup  ## also the slow tests
 	$(BIN)/python -m pytest -q -m "slow or not slow"
