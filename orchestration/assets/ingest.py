@@ -40,7 +40,7 @@ def raw_crawl(context: dg.AssetExecutionContext, config: CrawlIngestConfig, lake
     error, corrupt, undecodable ...). Output: `raw_crawl/<file>/part-00000.parquet`.
     """
     key = context.partition_key
-    manifest = ingest_crawl_file(lake.lake, inputs.crawl_path, key, extractor=config.extractor,
+    manifest = ingest_crawl_file(lake.lake, inputs.crawl_path, key, progress=context.log.info, extractor=config.extractor,
                                  min_text_chars=config.min_text_chars,
                                  max_record_bytes=int(config.max_record_mb * (1 << 20)))
     lake.lake.write_catalog()

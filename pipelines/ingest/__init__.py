@@ -28,13 +28,13 @@ def write_documents(lake: Lake, asset: str, partition_key: str | None, batches, 
     return manifest
 
 
-def ingest_crawl_file(lake: Lake, crawl_dir: Path, partition_key: str, **options) -> dict:
+def ingest_crawl_file(lake: Lake, crawl_dir: Path, partition_key: str, progress=None, **options) -> dict:
     """Ingest `crawl_dir/partition_key` into the `raw_crawl` asset; returns its manifest."""
     path = Path(crawl_dir) / partition_key
     if not path.is_file():
         raise FileNotFoundError(f"crawl file {path} not found: is CRAWL_DIR ({crawl_dir}) right, or was the file moved?")
     stats = IngestStats()
-    batches = ingest_warc(path, partition_key, stats=stats, **options)
+    batches = ingest_warc(path, partition_key, stats=stats, progress=progress, **options)
     inputs = {"file": str(path), "size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns}
     return write_documents(lake, "raw_crawl", partition_key, batches, stats, inputs)
 

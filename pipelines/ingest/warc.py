@@ -180,14 +180,26 @@ def _parse_warc_fields(block: bytes) -> dict[str, str]:
 
 def ingest_warc(path: Path, origin_file: str, *, extractor: str = "resiliparse", min_text_chars: int = 1,
                 max_record_bytes: int | None = 20 << 20, batch_size: int = 1000,
-                stats: IngestStats | None = None) -> Iterator[list[dict]]:
+                stats: IngestStats | None = None, progress=None) -> Iterator[list[dict]]:
     """Yield batches of document rows (DOCUMENT_SCHEMA) from one WARC or WET file.
 
     `stats` is filled as the file is read; the generator never raises for bad
     records, only for an unreadable file (missing, permission denied).
     """
     stats = stats if stats is not None else IngestStats()
-    return batched(_iter_rows(Path(path), origin_file, extractor, min_text_chars, max_record_bytes, stats), batch_size)
+    rows = _iter_rows(Path(path), origin_file, extractor, min_text_chars, max_record_bytes, stats)
+    return batched(_with_progress(rows, stats, progress), batch_size)
+
+
+def _with_progress(rows: Iterable[dict], stats: IngestStats, progress, every_s: float = 10.0) -> Iterator[dict]:
+    """Call `progress(message)` at most every `every_s` seconds while rows flow (long files)."""
+    last = time.perf_counter()
+    for row in rows:
+        yield row
+        if progress and time.perf_counter() - last >= every_s:
+            last = time.perf_counter()
+            progress(f"{stats.records} records read, {stats.outcomes['kept']} documents kept, "
+                     f"{stats.file_bytes and stats.payload_bytes / 2**20:.1f} MB of payload")
 
 
 def _iter_rows(path, origin_file, extractor, min_text_chars, max_record_bytes, stats) -> Iterator[dict]:

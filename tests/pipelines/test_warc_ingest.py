@@ -148,3 +148,14 @@ def test_origin_offset_points_at_the_record(sample_dir):
             rec = next(iter(ArchiveIterator(fh)))
             assert rec.headers.get("WARC-Target-URI") == r["url"]
             assert rec.record_id == r["origin_id"]
+
+
+def test_progress_is_reported_on_long_files(sample_dir):
+    from pipelines.ingest import warc
+
+    messages = []
+    path = _warc_files(sample_dir)[0]
+    rows = list(warc._with_progress(iter(range(5)), IngestStats(), messages.append, every_s=0.0))
+    assert rows == list(range(5)) and len(messages) == 5 and "records read" in messages[0]
+    batches = list(ingest_warc(path, path.name, progress=messages.append))
+    assert batches
