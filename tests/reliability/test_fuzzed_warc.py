@@ -28,7 +28,7 @@ def test_fuzzed_files_never_crash_and_lose_no_good_record(clean, tmp_path, seed)
 
 def test_oversized_records_are_skipped_with_a_reason(tmp_path):
     path = tmp_path / "huge.warc.gz"
-    spans = build_warc(path, n_pages=9, seed=2, huge_every=3, huge_bytes=3 << 20)
+    build_warc(path, n_pages=9, seed=2, huge_every=3, huge_bytes=3 << 20)
     stats = IngestStats()
     rows = [r for batch in ingest_warc(path, path.name, stats=stats, max_record_bytes=1 << 20) for r in batch]
     assert len(rows) == 6 and stats.outcomes["too_large"] == 3
