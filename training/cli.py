@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from contextlib import nullcontext
 
 from training.plots import loss_curve_markdown
@@ -60,10 +61,20 @@ def main(argv=None) -> None:
     job_fields = json.loads(open(args.config).read())
     rank, _ = _distributed()
     with _pipes() as pipes:
+        bar = None
+        if pipes is None and rank == 0 and sys.stderr.isatty():  # interactive CLI run: a progress bar
+            from tqdm import tqdm
+
+            bar = tqdm(total=job_fields.get("max_steps") or job_fields.get("steps") or None, unit="step", desc=args.stage)
+
         def log(record: dict) -> None:
             line = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
             if pipes is not None:
                 pipes.log.info(line)
+            elif bar is not None:
+                if "step" in record and record.get("event") != "resumed":
+                    bar.update(record["step"] - bar.n)
+                bar.set_postfix_str(line[:80])
             elif rank == 0:
                 print(line, flush=True)
 
@@ -79,6 +90,8 @@ def main(argv=None) -> None:
             from training.dpo import DpoJob, run_dpo
 
             result = run_dpo(DpoJob(**job_fields), log=log)
+        if bar is not None:
+            bar.close()
         if rank == 0:
             if pipes is not None:
                 pipes.report_asset_materialization(metadata=_metadata(args.stage, result),
