@@ -138,30 +138,35 @@ def quality_metrics(text: str, short_line_chars: int = 30) -> dict[str, float]:
 METRIC_NAMES = tuple(quality_metrics("a b").keys())
 
 
-def quality_failures(m: dict[str, float], t: QualityThresholds = QualityThresholds()) -> list[str]:
-    """Every failed rule, as `<family>:<rule>` reason strings (empty list = passes)."""
+def failed_rules(m: dict[str, float], t: QualityThresholds = QualityThresholds()) -> list[tuple[str, str]]:
+    """Every failed rule as (`<family>:<rule>` reason string, the metric it measured)."""
     checks = [
-        ("gopher_quality:word_count", not t.min_words <= m["word_count"] <= t.max_words),
-        ("gopher_quality:mean_word_length", not t.min_mean_word_length <= m["mean_word_length"] <= t.max_mean_word_length),
-        ("gopher_quality:symbol_word_ratio", m["symbol_word_ratio"] > t.max_symbol_word_ratio),
-        ("gopher_quality:bullet_lines", m["bullet_line_frac"] > t.max_bullet_line_frac),
-        ("gopher_quality:ellipsis_lines", m["ellipsis_line_frac"] > t.max_ellipsis_line_frac),
-        ("gopher_quality:alpha_words", m["alpha_word_frac"] < t.min_alpha_word_frac),
-        ("gopher_quality:stop_words", m["stop_words"] < t.min_stop_words),
-        ("gopher_repetition:dup_line_frac", m["dup_line_frac"] > t.max_dup_line_frac),
-        ("gopher_repetition:dup_para_frac", m["dup_para_frac"] > t.max_dup_para_frac),
-        ("gopher_repetition:dup_line_char_frac", m["dup_line_char_frac"] > t.max_dup_line_char_frac),
-        ("gopher_repetition:dup_para_char_frac", m["dup_para_char_frac"] > t.max_dup_para_char_frac),
-        ("c4:lorem_ipsum", m["lorem_ipsum"] > 0),
-        ("c4:curly_bracket", m["curly_bracket"] > 0),
-        ("fineweb:line_punct_ratio", m["line_punct_ratio"] < t.min_line_punct_ratio),
-        ("fineweb:short_line_ratio", m["short_line_ratio"] > t.max_short_line_ratio),
-        ("fineweb:char_dup_ratio", m["char_dup_ratio"] > t.max_char_dup_ratio),
-        ("fineweb:newline_word_ratio", m["newline_word_ratio"] > t.max_newline_word_ratio),
+        ("gopher_quality:word_count", "word_count", not t.min_words <= m["word_count"] <= t.max_words),
+        ("gopher_quality:mean_word_length", "mean_word_length", not t.min_mean_word_length <= m["mean_word_length"] <= t.max_mean_word_length),
+        ("gopher_quality:symbol_word_ratio", "symbol_word_ratio", m["symbol_word_ratio"] > t.max_symbol_word_ratio),
+        ("gopher_quality:bullet_lines", "bullet_line_frac", m["bullet_line_frac"] > t.max_bullet_line_frac),
+        ("gopher_quality:ellipsis_lines", "ellipsis_line_frac", m["ellipsis_line_frac"] > t.max_ellipsis_line_frac),
+        ("gopher_quality:alpha_words", "alpha_word_frac", m["alpha_word_frac"] < t.min_alpha_word_frac),
+        ("gopher_quality:stop_words", "stop_words", m["stop_words"] < t.min_stop_words),
+        ("gopher_repetition:dup_line_frac", "dup_line_frac", m["dup_line_frac"] > t.max_dup_line_frac),
+        ("gopher_repetition:dup_para_frac", "dup_para_frac", m["dup_para_frac"] > t.max_dup_para_frac),
+        ("gopher_repetition:dup_line_char_frac", "dup_line_char_frac", m["dup_line_char_frac"] > t.max_dup_line_char_frac),
+        ("gopher_repetition:dup_para_char_frac", "dup_para_char_frac", m["dup_para_char_frac"] > t.max_dup_para_char_frac),
+        ("c4:lorem_ipsum", "lorem_ipsum", m["lorem_ipsum"] > 0),
+        ("c4:curly_bracket", "curly_bracket", m["curly_bracket"] > 0),
+        ("fineweb:line_punct_ratio", "line_punct_ratio", m["line_punct_ratio"] < t.min_line_punct_ratio),
+        ("fineweb:short_line_ratio", "short_line_ratio", m["short_line_ratio"] > t.max_short_line_ratio),
+        ("fineweb:char_dup_ratio", "char_dup_ratio", m["char_dup_ratio"] > t.max_char_dup_ratio),
+        ("fineweb:newline_word_ratio", "newline_word_ratio", m["newline_word_ratio"] > t.max_newline_word_ratio),
     ]
     limits = asdict(t)
     for n in (2, 3, 4):
-        checks.append((f"gopher_repetition:top_{n}gram", m[f"top_{n}gram_frac"] > limits[f"max_top_{n}gram_frac"]))
+        checks.append((f"gopher_repetition:top_{n}gram", f"top_{n}gram_frac", m[f"top_{n}gram_frac"] > limits[f"max_top_{n}gram_frac"]))
     for n in range(5, 11):
-        checks.append((f"gopher_repetition:dup_{n}gram", m[f"dup_{n}gram_frac"] > limits[f"max_dup_{n}gram_frac"]))
-    return [reason for reason, failed in checks if failed]
+        checks.append((f"gopher_repetition:dup_{n}gram", f"dup_{n}gram_frac", m[f"dup_{n}gram_frac"] > limits[f"max_dup_{n}gram_frac"]))
+    return [(reason, metric) for reason, metric, failed in checks if failed]
+
+
+def quality_failures(m: dict[str, float], t: QualityThresholds = QualityThresholds()) -> list[str]:
+    """Every failed rule, as `<family>:<rule>` reason strings (empty list = passes)."""
+    return [reason for reason, _ in failed_rules(m, t)]

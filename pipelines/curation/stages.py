@@ -215,9 +215,10 @@ def _apply_filters(doc: dict, lang: dict, tags_pii: dict, tox: dict, qual: dict,
     spans = tags_pii["pii_spans"] or []
     if len(spans) > cfg.max_pii_spans:
         return None, ("pii", "pii:too_many_spans", float(len(spans)), str(tags_pii["pii_counts"]))
-    failures = quality.quality_failures(qual["quality"], cfg.quality)
+    failures = quality.failed_rules(qual["quality"], cfg.quality)
     if failures:
-        return None, ("quality", failures[0], qual["quality"][_metric_of(failures[0])], ",".join(failures))
+        (reason, metric), reasons = failures[0], ",".join(r for r, _ in failures)
+        return None, ("quality", reason, qual["quality"][metric], reasons)
     text = pii.redact(doc["text"], [pii.Span(s["start"], s["end"], s["type"]) for s in spans])
     lines = text.split("\n")
     bad = [i for i, s in enumerate(line_scores) if s >= cfg.toxicity_threshold] if cfg.toxicity_mode == "lines" else []
@@ -228,20 +229,6 @@ def _apply_filters(doc: dict, lang: dict, tags_pii: dict, tox: dict, qual: dict,
         drop = set(bad)
         lines = [x for i, x in enumerate(lines) if i not in drop]
     return "\n".join(lines), len(bad)
-
-
-_RULE_METRIC = {"word_count": "word_count", "mean_word_length": "mean_word_length", "symbol_word_ratio": "symbol_word_ratio",
-                "bullet_lines": "bullet_line_frac", "ellipsis_lines": "ellipsis_line_frac", "alpha_words": "alpha_word_frac",
-                "stop_words": "stop_words", "lorem_ipsum": "lorem_ipsum", "curly_bracket": "curly_bracket"}
-
-
-def _metric_of(reason: str) -> str:
-    rule = reason.split(":", 1)[1]
-    if rule in _RULE_METRIC:
-        return _RULE_METRIC[rule]
-    if rule.startswith(("top_", "dup_")) and rule.endswith("gram"):
-        return rule + "_frac"
-    return rule
 
 
 def curate_partition(lake: Lake, partition: str, cfg: FilterConfig = FilterConfig()) -> dict:

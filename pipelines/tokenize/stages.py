@@ -190,6 +190,7 @@ def shards_stage(lake: Lake, *, val_fraction: float = 0.02, shard_tokens: int = 
     vocab = tok.get_vocab_size()
     dtype = sh.token_dtype(vocab)
     eos = tok.token_to_id(tk.EOS)
+    mixture_manifest = lake.read_manifest("mixture")
     final = lake.partition_dir("tokenized_shards")
     realized: dict[str, Counter] = {"train": Counter(), "validation": Counter()}
     samples = {}
@@ -214,10 +215,9 @@ def shards_stage(lake: Lake, *, val_fraction: float = 0.02, shard_tokens: int = 
         # a sample that ended up in a shard flushed later keeps its (split, shard, doc) position
         manifest = {"asset": "tokenized_shards", "path": str(final), "dtype": dtype.str, "eos_id": eos, "vocab_size": vocab,
                     "splits": {s: w.shards for s, w in writers.items()}, "val_fraction": val_fraction, "seed": seed,
-                    "tokenizer_hash": tk.tokenizer_hash(tok_dir), "mixture_hash": lake.read_manifest("mixture")["content_hash"],
-                    "mixture_weights": lake.read_manifest("mixture")["weights"], "inputs": upstream_versions(lake)}
-        decoder = tk.load_for_encoding(tok_dir)
-        problems = sh.validate_shards(tmp, manifest, decode=lambda ids_: decoder.decode(ids_, skip_special_tokens=False),
+                    "tokenizer_hash": tk.tokenizer_hash(tok_dir), "mixture_hash": mixture_manifest["content_hash"],
+                    "mixture_weights": mixture_manifest["weights"], "inputs": upstream_versions(lake)}
+        problems = sh.validate_shards(tmp, manifest, decode=lambda ids_: tok.decode(ids_, skip_special_tokens=False),
                                       texts_by_position=samples)
         if problems:
             raise ValueError("token shards failed validation: " + "; ".join(problems[:5]))
@@ -226,7 +226,7 @@ def shards_stage(lake: Lake, *, val_fraction: float = 0.02, shard_tokens: int = 
     for c in realized.values():
         all_tokens.update(c)
     grand = sum(all_tokens.values()) or 1
-    targets = lake.read_manifest("mixture")["weights"]
+    targets = mixture_manifest["weights"]
     manifest.update({
         "tokens": total, "documents": {s: sum(x["documents"] for x in manifest["splits"][s]) for s in manifest["splits"]},
         "realized_shares": {s: round(all_tokens[s] / grand, 4) for s in sorted(all_tokens)},
