@@ -12,6 +12,7 @@ import torch
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
 from training.data import ShardWindows, unigram_baseline
+from training.fused_llama import FusedLlama
 from training.presets import PRESETS, llama_config, preset_dict
 
 
@@ -56,6 +57,7 @@ def run_pretrain(job: PretrainJob, log=print) -> dict:
     cfg = job.train_config()
     context = PRESETS[job.preset].context_length
     model, _ = build_model(job.preset, job.tokenizer_dir, job.seed)
+    trainee = FusedLlama.from_hf(model)
     train_windows = ShardWindows(Path(job.shards_dir), "train", context)
     val_windows = ShardWindows(Path(job.shards_dir), "validation", context)
     val_batches = val_windows.fixed_batches(8, cfg.batch_size)
@@ -69,7 +71,8 @@ def run_pretrain(job: PretrainJob, log=print) -> dict:
     def batches(step, micro, rank):
         return train_windows.batch(job.seed, step, micro, rank, cfg.batch_size)
 
-    state = loop.train(model, cfg, batches, val_batches, state_dir, log=log, context=context)
+    state = loop.train(trainee, cfg, batches, val_batches, state_dir, log=log, context=context)
+    trainee.to_hf(model)
     baseline = unigram_baseline(train_windows.tokens, val_windows.tokens, model.config.vocab_size)
     final_val = loop.evaluate(model, val_batches, loop.pick_device(cfg.device))
     params = sum(p.numel() for p in model.parameters())

@@ -20,6 +20,7 @@ import torch
 
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
+from training.fused_llama import FusedLlama
 
 _WORD = re.compile(r"\w+")
 
@@ -141,7 +142,9 @@ def run_sft(job: SftJob, log=print) -> dict:
                    for i in range(0, len(vx), job.batch_size)]
     device = loop.pick_device(job.device)
     initial_val = loop.evaluate(model.to(device), val_batches, device)
-    state = loop.train(model, cfg, batches, val_batches, Path(job.out_dir + ".state"), log=log, context=row_len)
+    trainee = FusedLlama.from_hf(model)
+    state = loop.train(trainee, cfg, batches, val_batches, Path(job.out_dir + ".state"), log=log, context=row_len)
+    trainee.to_hf(model)
     metrics = {"initial_val_loss": initial_val, "final_val_loss": loop.evaluate(model, val_batches, device),
                "final_train_loss": state.history[-1]["train_loss"], "steps": state.step, "tokens_seen": state.tokens_seen,
                "train_rows": int(len(tx)), "examples": data["examples"], "decontaminated": data["decontaminated"],
