@@ -10,7 +10,11 @@ import torch
 
 
 class ShardWindows:
-    """Random contiguous windows of `block + 1` tokens over one split's shards."""
+    """Random contiguous windows of `block` tokens (the model's context) over one split's shards.
+
+    Inputs and labels are the same window; the loss shifts labels by one, so each window
+    trains block - 1 predictions at exactly the context length the kernels are tuned for.
+    """
 
     def __init__(self, shards_dir: Path, split: str, block: int):
         manifest = json.loads((Path(shards_dir) / "manifest.json").read_text())
@@ -19,22 +23,22 @@ class ShardWindows:
         arrays = [np.memmap(f, dtype=dtype, mode="r") for f in files if f.stat().st_size]
         self.tokens = np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
         self.block = block
-        if len(self.tokens) <= block + 1:
-            raise ValueError(f"{split} split of {shards_dir} has {len(self.tokens)} tokens, fewer than one window of "
-                             f"{block + 1}: lower the model's context length or add data")
+        if len(self.tokens) <= block:
+            raise ValueError(f"{split} split of {shards_dir} has {len(self.tokens)} tokens, not more than one window of "
+                             f"{block}: lower the model's context length or add data")
         self.fingerprint = manifest["content_hash"]
 
     def batch(self, seed: int, step: int, micro: int, rank: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([seed, step, micro, rank])
-        starts = rng.integers(0, len(self.tokens) - self.block - 1, size=batch_size)
-        x = np.stack([self.tokens[s:s + self.block + 1].astype(np.int64) for s in starts])
+        starts = rng.integers(0, len(self.tokens) - self.block, size=batch_size)
+        x = np.stack([self.tokens[s:s + self.block].astype(np.int64) for s in starts])
         t = torch.from_numpy(x)
         return t, t.clone()
 
     def fixed_batches(self, n: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Non-overlapping windows from the start of the split (same every evaluation)."""
         out = []
-        stride = self.block + 1
+        stride = self.block
         for b in range(n):
             rows = [self.tokens[(b * batch_size + i) * stride:(b * batch_size + i + 1) * stride] for i in range(batch_size)]
             rows = [r for r in rows if len(r) == stride]

@@ -5,7 +5,9 @@ norms, biases), linear warmup then cosine decay to `min_lr_ratio`, gradient clip
 gradient accumulation normalized by the number of labelled tokens in the whole step
 (not per micro-batch), bf16 autocast on CUDA, SDPA attention, optional torch.compile,
 DDP when launched under torchrun. Batches are a pure function of (seed, step, micro,
-rank), so a resumed run sees exactly the batches an uninterrupted one would.
+rank), so a resumed run sees exactly the batches an uninterrupted one would. The host
+waits for the GPU only at log, eval and checkpoint steps (losses and grad norms stay on
+the device until then), so kernel launches run ahead of the GPU.
 
 Resume state (model, optimizer, step, RNG, history) is written with safetensors + JSON
 into a temp directory and renamed: nothing is pickled.
@@ -187,37 +189,50 @@ def train(model, cfg: TrainConfig, batches: Callable[[int, int, int], Batch], va
     fpt, peak = flops_per_token(model, context or 1), peak_flops(device)
     t_last, tokens_last = time.perf_counter(), 0
     model.train()
+    pending: list[tuple[dict, torch.Tensor, torch.Tensor]] = []  # records whose loss/grad norm are still on the device
+
+    def settle() -> None:
+        """One host sync for all pending steps (not one per step, which would stall the GPU)."""
+        if pending:
+            values = torch.stack([torch.stack([loss, norm]) for _, loss, norm in pending]).tolist()
+            for (record, _, _), (loss, norm) in zip(pending, values):
+                record["train_loss"], record["grad_norm"] = loss, norm
+            pending.clear()
+
     while state.step < cfg.max_steps:
         step = state.step
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, cfg)
-        micro = [batches(step, m, rank) for m in range(cfg.grad_accum)]
-        n_tokens = torch.tensor(float(sum(int((y[:, 1:] != -100).sum()) for _, y in micro)), device=device)
+        micro = [to_device(batches(step, m, rank), device) for m in range(cfg.grad_accum)]
+        n_local = sum(n for _, _, n in micro)
         world = torch.distributed.get_world_size() if distributed else 1
+        n_tokens = n_local
         if distributed:
-            torch.distributed.all_reduce(n_tokens)
+            total = torch.tensor(float(n_local), device=device)
+            torch.distributed.all_reduce(total)
+            n_tokens = int(total.item())
         loss_sum = torch.zeros((), device=device)
-        for m, (x, y) in enumerate(micro):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        for m, (x, y, _) in enumerate(micro):
             sync = not distributed or m == cfg.grad_accum - 1
             ctx = core.no_sync() if distributed and not sync else nullcontext()
             with ctx, autocast:
                 local = step_loss(x, y)
                 # DDP averages gradients over ranks; scaling by world makes the step's gradient
                 # exactly d(sum of token losses over all ranks and micro-batches)/d(theta) / n_tokens
-                (local * world / n_tokens.clamp(min=1)).backward()
+                (local * (world / max(n_tokens, 1))).backward()
             loss_sum += local.detach()
         if distributed:
             torch.distributed.all_reduce(loss_sum)
-        loss_total = float(loss_sum / n_tokens.clamp(min=1))
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
-        state.tokens_seen += int(n_tokens)
-        tokens_last += int(sum(x.numel() for x, _ in micro))
-        record = {"step": state.step, "train_loss": loss_total, "lr": lr_at(step, cfg), "grad_norm": grad_norm}
+        state.tokens_seen += n_tokens
+        tokens_last += sum(x.numel() for x, _, _ in micro)
+        record = {"step": state.step, "train_loss": None, "lr": lr_at(step, cfg), "grad_norm": None}
+        pending.append((record, loss_sum / max(n_tokens, 1), grad_norm.detach()))
         if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
+            settle()
             now = time.perf_counter()
             tps = tokens_last * world / max(now - t_last, 1e-9)
             record["tokens_per_s"] = tps
@@ -225,13 +240,25 @@ def train(model, cfg: TrainConfig, batches: Callable[[int, int, int], Batch], va
                 record["mfu"] = tps * fpt / peak
             t_last, tokens_last = now, 0
         if val_batches and (state.step % cfg.eval_every == 0 or state.step == cfg.max_steps):
+            settle()
             record["val_loss"] = evaluate(model, val_batches, device, autocast)
         state.history.append(record)
         if "tokens_per_s" in record or "val_loss" in record:
             log(record)
         if rank == 0 and (state.step % cfg.checkpoint_every == 0 or state.step == cfg.max_steps):
+            settle()
             save_state(state_dir, model, optimizer, state)
+    settle()
     return state
+
+
+def to_device(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Move a batch without stalling the stream (pinned, non-blocking); also count its labelled tokens."""
+    x, y = batch
+    n = int((y[:, 1:] != -100).sum())
+    if device.type == "cuda":
+        x, y = x.pin_memory(), y.pin_memory()
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True), n
 
 
 @torch.no_grad()
