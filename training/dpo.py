@@ -5,7 +5,10 @@ loss = -log sigmoid(beta * ((log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x)
 Sequence log-probabilities sum over the response tokens only (the assistant mask of
 the chat template, end-of-turn token included). Logged: rewards/chosen,
 rewards/rejected (beta * policy-minus-reference log-ratios), reward accuracy and
-margins, on training batches and on held-out pairs. Pairs come from a JSONL of
+margins, on training batches and on held-out pairs. Sigmoid DPO can lower the
+likelihood of the chosen answers too (only the margin matters to it), which on small
+models unlearns them; `rpo_alpha` adds the per-token NLL of the chosen answer (RPO,
+Pang et al. 2024; TRL's `rpo_alpha`) to keep them likely. 0 gives plain DPO. Pairs come from a JSONL of
 (prompt, chosen, rejected), or are built by sampling the SFT model and ranking the
 samples with a rule (see `rank_by_rule`).
 """
@@ -36,6 +39,14 @@ def dpo_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Ten
                   "rewards/accuracy": float((margins > 0).float().mean()), "rewards/margins": float(margins.mean())}
 
 
+def rpo_loss(pc, pr, rc, rr, n_chosen: torch.Tensor, beta: float, alpha: float) -> tuple[torch.Tensor, dict]:
+    """DPO plus `alpha` x the mean per-token NLL of the chosen answers (alpha 0 = plain DPO)."""
+    loss, metrics = dpo_loss(pc, pr, rc, rr, beta)
+    chosen_nll = -(pc / n_chosen.clamp(min=1)).mean()
+    metrics["nll/chosen"] = float(chosen_nll.detach())
+    return loss + alpha * chosen_nll, metrics
+
+
 def encode_pair(tok, pair: dict, max_len: int):
     chosen = encode_conversation(tok, [{"role": "user", "content": pair["prompt"]}, {"role": "assistant", "content": pair["chosen"]}], max_len)
     rejected = encode_conversation(tok, [{"role": "user", "content": pair["prompt"]}, {"role": "assistant", "content": pair["rejected"]}], max_len)
@@ -52,20 +63,21 @@ def _pad(seqs: list[tuple[list[int], list[int]]], pad_id: int):
     return x, y, att
 
 
-def sequence_logps(model, x, y, att) -> torch.Tensor:
-    """Sum of log p(token) over labelled (response) positions, per sequence."""
+def sequence_logps(model, x, y, att) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of log p(token) over labelled (response) positions, and their count, per sequence."""
     logits = model(input_ids=x, attention_mask=att).logits[:, :-1].float()
     labels = y[:, 1:]
     mask = labels != -100
     logp = torch.gather(F.log_softmax(logits, dim=-1), 2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (logp * mask).sum(-1)
+    return (logp * mask).sum(-1), mask.sum(-1)
 
 
 def pair_logps(model, batch, pad_id, device):
+    """Summed response log-probs of the chosen and the rejected answers, and the chosen token counts."""
     chosen, rejected = [c for c, _ in batch], [r for _, r in batch]
     x, y, att = (t.to(device) for t in _pad(chosen + rejected, pad_id))
-    logps = sequence_logps(model, x, y, att)
-    return logps[:len(batch)], logps[len(batch):]
+    logps, counts = sequence_logps(model, x, y, att)
+    return logps[:len(batch)], logps[len(batch):], counts[:len(batch)]
 
 
 @torch.no_grad()
@@ -74,8 +86,8 @@ def evaluate_pairs(policy, reference, pairs, pad_id, device, beta, batch_size=16
     metrics = []
     for i in range(0, len(pairs), batch_size):
         batch = pairs[i:i + batch_size]
-        pc, pr = pair_logps(policy, batch, pad_id, device)
-        rc, rr = pair_logps(reference, batch, pad_id, device)
+        pc, pr, _ = pair_logps(policy, batch, pad_id, device)
+        rc, rr, _ = pair_logps(reference, batch, pad_id, device)
         _, m = dpo_loss(pc, pr, rc, rr, beta)
         metrics.append((len(batch), m))
     policy.train()
@@ -125,6 +137,7 @@ class DpoJob:
     out_dir: str
     eval_prompts_path: str | None = None
     beta: float = 0.1
+    rpo_alpha: float = 1.0  # weight of the per-token NLL of chosen answers (RPO); 0 = plain DPO
     steps: int = 60
     batch_size: int = 8
     lr: float = 2e-4
@@ -165,10 +178,10 @@ def run_dpo(job: DpoJob, log=print) -> dict:
             g["lr"] = loop.lr_at(step, cfg)
         idx = np.random.default_rng([job.seed, step]).integers(0, len(train), size=job.batch_size)
         batch = [train[i] for i in idx]
-        pc, pr = pair_logps(policy, batch, tok.pad_token_id, device)
+        pc, pr, n_chosen = pair_logps(policy, batch, tok.pad_token_id, device)
         with torch.no_grad():
-            rc, rr = pair_logps(reference, batch, tok.pad_token_id, device)
-        loss, m = dpo_loss(pc, pr, rc, rr, job.beta)
+            rc, rr, _ = pair_logps(reference, batch, tok.pad_token_id, device)
+        loss, m = rpo_loss(pc, pr, rc, rr, n_chosen, job.beta, job.rpo_alpha)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -181,7 +194,7 @@ def run_dpo(job: DpoJob, log=print) -> dict:
     after = evaluate_pairs(policy, reference, val, tok.pad_token_id, device, job.beta)
     metrics = {"heldout_reward_accuracy_before": before.get("rewards/accuracy"), "heldout_reward_accuracy": after.get("rewards/accuracy"),
                "heldout_margin": after.get("rewards/margins"), "train_pairs": len(train), "heldout_pairs": len(val),
-               "decontaminated": len(dropped), "beta": job.beta, "steps": job.steps, "seconds": time.perf_counter() - t0}
+               "decontaminated": len(dropped), "beta": job.beta, "rpo_alpha": job.rpo_alpha, "steps": job.steps, "seconds": time.perf_counter() - t0}
     lineage = dict(job.lineage or {}, stage="dpo", reference_checkpoint=job.sft_dir,
                    reference_checkpoint_hash=checkpoint_hash(Path(job.sft_dir)), pairs=job.pairs_path, job=asdict(job), metrics=metrics)
     save_checkpoint(policy, Path(job.sft_dir), Path(job.out_dir), lineage, {"history.json": history})

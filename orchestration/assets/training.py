@@ -163,6 +163,7 @@ def preference_dataset(context: dg.AssetExecutionContext, config: PreferenceConf
 
 class DpoConfig(dg.Config):
     beta: float = 0.1
+    rpo_alpha: float = 1.0  # NLL of the chosen answers added to the DPO loss; 0 = plain DPO
     steps: int = 60
     batch_size: int = 8
     lr: float = 2e-4
@@ -173,7 +174,7 @@ class DpoConfig(dg.Config):
 @dg.asset(deps=[sft_model, preference_dataset], code_version="1", **FOLLOWING, **MODEL)
 def aligned_model(context: dg.AssetExecutionContext, config: DpoConfig, lake: LakeResource,
                   pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
-    """The SFT model aligned with DPO (sigmoid loss, frozen SFT reference); held-out reward accuracy in metadata."""
+    """The SFT model aligned with DPO (sigmoid loss + chosen NLL, frozen SFT reference); held-out reward accuracy in metadata."""
     out = _model_dir(lake, "aligned_model")
     prefs = lake.lake.read_manifest("preference_dataset")
     job = {"sft_dir": str(_model_dir(lake, "sft_model") / "checkpoint"), "pairs_path": prefs["path"],

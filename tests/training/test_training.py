@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipelines.sample.chat import write_chat_data
 from training import loop
-from training.dpo import DpoJob, dpo_loss, rank_by_rule, run_dpo
+from training.dpo import DpoJob, dpo_loss, rank_by_rule, rpo_loss, run_dpo
 from training.pretrain import PretrainJob, build_model, run_pretrain
 from training.sft import SftJob, decontaminate, encode_conversation, pack, run_sft
 
@@ -33,6 +33,17 @@ def test_dpo_loss_matches_a_hand_computation():
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     assert m["rewards/accuracy"] == 1.0 and m["rewards/chosen"] == pytest.approx((0.5 + 0.25) / 2)
     assert m["rewards/margins"] == pytest.approx((1.0 + 0.75) / 2)
+
+
+def test_rpo_adds_the_per_token_nll_of_the_chosen_answers():
+    pc, pr = torch.tensor([-10.0, -4.0]), torch.tensor([-12.0, -3.0])
+    rc, rr = torch.tensor([-11.0, -4.5]), torch.tensor([-11.0, -2.0])
+    dpo, _ = dpo_loss(pc, pr, rc, rr, beta=0.5)
+    loss, m = rpo_loss(pc, pr, rc, rr, torch.tensor([5, 2]), beta=0.5, alpha=0.5)
+    # chosen NLL per token: 10/5 = 2 and 4/2 = 2, mean 2; times alpha 0.5 = 1.0
+    assert m["nll/chosen"] == pytest.approx(2.0) and loss.item() == pytest.approx(dpo.item() + 1.0, rel=1e-6)
+    plain, _ = rpo_loss(pc, pr, rc, rr, torch.tensor([5, 2]), beta=0.5, alpha=0.0)
+    assert plain.item() == pytest.approx(dpo.item())
 
 
 def test_gradient_accumulation_normalizes_by_all_tokens(token_lake):
