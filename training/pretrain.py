@@ -74,7 +74,7 @@ def run_pretrain(job: PretrainJob, log=print) -> dict:
     state = loop.train(trainee, cfg, batches, val_batches, state_dir, log=log, context=context)
     trainee.to_hf(model)
     baseline = unigram_baseline(train_windows.tokens, val_windows.tokens, model.config.vocab_size)
-    final_val = loop.evaluate(model, val_batches, loop.pick_device(cfg.device))
+    final_val = loop.evaluate(trainee, val_batches, loop.pick_device(cfg.device))  # on the training device
     params = sum(p.numel() for p in model.parameters())
     tps = [h["tokens_per_s"] for h in state.history if "tokens_per_s" in h]
     mfu = [h["mfu"] for h in state.history if "mfu" in h]
