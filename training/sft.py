@@ -141,11 +141,11 @@ def run_sft(job: SftJob, log=print) -> dict:
     val_batches = [(torch.from_numpy(vx[i:i + job.batch_size]), torch.from_numpy(vy[i:i + job.batch_size]))
                    for i in range(0, len(vx), job.batch_size)]
     device = loop.pick_device(job.device)
-    initial_val = loop.evaluate(model.to(device), val_batches, device)
-    trainee = FusedLlama.from_hf(model)
+    trainee = FusedLlama.from_hf(model).to(device)  # the stock copy stays on CPU for saving
+    initial_val = loop.evaluate(trainee, val_batches, device)
     state = loop.train(trainee, cfg, batches, val_batches, Path(job.out_dir + ".state"), log=log, context=row_len)
     trainee.to_hf(model)
-    metrics = {"initial_val_loss": initial_val, "final_val_loss": loop.evaluate(model, val_batches, device),
+    metrics = {"initial_val_loss": initial_val, "final_val_loss": loop.evaluate(trainee, val_batches, device),
                "final_train_loss": state.history[-1]["train_loss"], "steps": state.step, "tokens_seen": state.tokens_seen,
                "train_rows": int(len(tx)), "examples": data["examples"], "decontaminated": data["decontaminated"],
                "seconds": time.perf_counter() - t0}
