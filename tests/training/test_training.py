@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from pipelines.sample.chat import write_chat_data
 from training import loop
 from training.dpo import DpoJob, dpo_loss, rank_by_rule, rpo_loss, run_dpo
+from training.fused_llama import FusedLlama
 from training.pretrain import PretrainJob, build_model, run_pretrain
 from training.sft import SftJob, decontaminate, encode_conversation, pack, run_sft
 
@@ -73,6 +74,10 @@ def test_lr_schedule_and_no_decay_groups(token_lake):
     decay, no_decay = loop.param_groups(model, 0.1)
     assert all(p.dim() == 2 for p in decay["params"]) and no_decay["weight_decay"] == 0
     assert any(p is model.model.embed_tokens.weight for p in no_decay["params"])
+    fused = FusedLlama.from_hf(model)  # what pretraining and SFT actually train
+    decay, no_decay = loop.param_groups(fused, 0.1)
+    assert {id(p) for p in decay["params"]} == {id(m.weight) for layer in fused.layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)}
+    assert any(p is fused.embed.weight for p in no_decay["params"]) and len(no_decay["params"]) == 2 + 2 * len(fused.layers)
 
 
 def _cli(stage, job_path):
