@@ -14,7 +14,6 @@ swings by 10-15% from one run to the next).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import tempfile
@@ -28,6 +27,8 @@ import torch.nn.functional as F
 from training import loop
 from training.fused_llama import FusedLlama
 from training.presets import PRESETS, llama_config
+
+LOG_EVERY = 10  # as pretraining: the loop waits for the GPU only when it logs
 
 
 def make_model(preset: str, vocab: int, device: torch.device, stock: bool = False):
@@ -71,18 +72,22 @@ def plain_loop(model, batches, steps: int, warmup: int, accum: int, device, comp
     return tokens / (time.perf_counter() - start)
 
 
-def our_loop(model, batches, steps: int, warmup: int, accum: int, device, compile_: bool, context: int) -> dict:
-    log_every = 10  # as pretraining does: the loop syncs with the GPU only when it logs
-    cfg = loop.TrainConfig(max_steps=warmup + steps, batch_size=batches[0].shape[0], grad_accum=accum, lr=1e-4, warmup_steps=1,
-                           log_every=log_every, eval_every=10 ** 9, checkpoint_every=10 ** 9, compile=compile_, device=str(device))
+def run_ours(model, batches, accum: int, device, compile_: bool, max_steps: int, state_dir: Path, context: int = 0):
+    """Our loop over the benchmark batches, logging (and so syncing) every 10 steps as pretraining does."""
+    cfg = loop.TrainConfig(max_steps=max_steps, batch_size=batches[0].shape[0], grad_accum=accum, lr=1e-4, warmup_steps=1,
+                           log_every=LOG_EVERY, eval_every=10 ** 9, checkpoint_every=10 ** 9, compile=compile_, device=str(device))
 
     def source(step, micro, rank):
         x = batches[(step * accum + micro) % len(batches)]
         return x, x
 
+    return loop.train(model, cfg, source, [], state_dir, context=context)
+
+
+def our_loop(model, batches, steps: int, warmup: int, accum: int, device, compile_: bool, context: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        state = loop.train(model, cfg, source, [], Path(tmp) / "state", context=context)
-    timed = [h for h in state.history if "tokens_per_s" in h and h["step"] - log_every >= warmup]
+        state = run_ours(model, batches, accum, device, compile_, warmup + steps, Path(tmp) / "state", context)
+    timed = [h for h in state.history if "tokens_per_s" in h and h["step"] - LOG_EVERY >= warmup]
     out = {"tokens_per_s": statistics.median(h["tokens_per_s"] for h in timed)}
     if "mfu" in timed[0]:
         out["mfu"] = statistics.median(h["mfu"] for h in timed)
@@ -94,18 +99,10 @@ def write_profile(model, batches, accum: int, device, compile_: bool, path: Path
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    warm = 5
-    cfg = loop.TrainConfig(max_steps=warm, batch_size=batches[0].shape[0], grad_accum=accum, lr=1e-4, warmup_steps=1, log_every=10,
-                           eval_every=10 ** 9, checkpoint_every=10 ** 9, compile=compile_, device=str(device))
-
-    def source(step, micro, rank):
-        x = batches[(step * accum + micro) % len(batches)]
-        return x, x
-
     with tempfile.TemporaryDirectory() as tmp, mock.patch.object(loop, "save_state"):  # no resume checkpoints in the profile
-        loop.train(model, cfg, source, [], Path(tmp) / "warm")  # compile and warm up
+        run_ours(model, batches, accum, device, compile_, 5, Path(tmp) / "warm")  # compile and warm up
         with profile(activities=activities) as prof:
-            loop.train(model, dataclasses.replace(cfg, max_steps=3), source, [], Path(tmp) / "profiled")
+            run_ours(model, batches, accum, device, compile_, 3, Path(tmp) / "profiled")
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90))

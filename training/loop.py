@@ -204,11 +204,10 @@ def train(model, cfg: TrainConfig, batches: Callable[[int, int, int], Batch], va
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step, cfg)
         micro = [to_device(batches(step, m, rank), device) for m in range(cfg.grad_accum)]
-        n_local = sum(n for _, _, n in micro)
+        n_tokens = sum(n for _, _, n in micro)
         world = torch.distributed.get_world_size() if distributed else 1
-        n_tokens = n_local
         if distributed:
-            total = torch.tensor(float(n_local), device=device)
+            total = torch.tensor(float(n_tokens), device=device)
             torch.distributed.all_reduce(total)
             n_tokens = int(total.item())
         loss_sum = torch.zeros((), device=device)
