@@ -84,7 +84,8 @@ def case_sig_datatrove(data: Path) -> dict:
 
     docs = _datatrove_docs(_load(data))
     with tempfile.TemporaryDirectory() as tmp:
-        step = MinhashDedupSignature(output_folder=f"{tmp}/sigs", config=MinhashConfig(num_buckets=FINEWEB_BANDS, hashes_per_bucket=FINEWEB_ROWS))
+        step = MinhashDedupSignature(output_folder=f"{tmp}/sigs", config=MinhashConfig(num_buckets=FINEWEB_BANDS,
+                                                                                       hashes_per_bucket=FINEWEB_ROWS))
         t0 = time.perf_counter()
         step.run(iter(docs), rank=0, world_size=1)
         return {"docs": len(docs), "seconds": time.perf_counter() - t0}
@@ -118,8 +119,13 @@ def case_dedup_datasketch(data: Path) -> dict:
 
 
 def case_dedup_datatrove(data: Path) -> dict:
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter, MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
 
     docs = _datatrove_docs(_load(data))
     cfg = MinhashConfig(num_buckets=FINEWEB_BANDS, hashes_per_bucket=FINEWEB_ROWS)
@@ -135,7 +141,9 @@ def case_dedup_datatrove(data: Path) -> dict:
 
 
 def case_curation_ours(data: Path) -> dict:
+    from pipelines.contract import run_stage
     from pipelines.curation import stages
+    from pipelines.curation.taggers import TAGGERS
     from pipelines.lake import Lake
 
     table = _load(data)
@@ -146,17 +154,21 @@ def case_curation_ours(data: Path) -> dict:
             h = w.commit()
         lake.write_manifest("deduped", "bench", {"content_hash": h})
         t0 = time.perf_counter()
-        stages.langid_partition(lake, "bench")
-        stages.pii_partition(lake, "bench", workers=1)
-        stages.toxicity_partition(lake, "bench")
-        stages.quality_partition(lake, "bench", workers=1)
-        m = stages.curate_partition(lake, "bench")
+        for tagger in TAGGERS:  # one core, like the other cases
+            workers = {"workers": 1} if "workers" in tagger.tag_config.__dataclass_fields__ else {}
+            run_stage(stages.tagger_stage(tagger), lake, "bench", **workers)
+        m = run_stage(stages.curated_stage(), lake, "bench")
         return {"docs": table.num_rows, "seconds": time.perf_counter() - t0, "kept": m["rows"]}
 
 
 def case_curation_datatrove(data: Path) -> dict:
-    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
-                                            GopherRepetitionFilter, LanguageFilter)
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+        LanguageFilter,
+    )
     from datatrove.pipeline.formatters import PIIFormatter
     from fasttext.FastText import _FastText
 
@@ -219,7 +231,7 @@ def main() -> None:
         return
 
     from pipelines.curation.dedup import DedupConfig
-    from pipelines.curation.dedup_eval import labeled_pairs, lsh_accuracy
+    from pipelines.sample.dedup_eval import labeled_pairs, lsh_accuracy
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
@@ -245,7 +257,7 @@ def main() -> None:
         print(f"near-dup accuracy, {label}: precision {acc['precision']:.3f} recall {acc['recall']:.3f} "
               f"recall(J>=0.9) {acc['recall_at_0.9']:.3f}; detected by Jaccard bin: "
               + ", ".join(f"{k}: {v['detected']:.2f}" for k, v in acc["bins"].items() if v["detected"] is not None))
-    from pipelines.curation.pii_eval import evaluate, labeled_set
+    from pipelines.sample.pii_eval import evaluate, labeled_set
 
     pii = evaluate(labeled_set(seed=2024))
     print(f"PII on a fresh labeled set: recall {pii['recall']}, false-positive rate {pii['false_positive_rate']:.3f}")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from pipelines.contract import run_stage
 from pipelines.curation import stages as cur
 from pipelines.ingest import ingest_crawl_file, ingest_source_dir
 from pipelines.lake import Lake
@@ -31,14 +32,12 @@ def build_lake(root: Path, pages: int, files: int) -> Lake:
     crawl = root / "sample" / "crawl"
     for f in sorted(crawl.iterdir()):
         ingest_crawl_file(lake, crawl, f.name)
-        cur.dedup_partition(lake, f.name)
-        for tagger in (cur.langid_partition, cur.pii_partition, cur.toxicity_partition, cur.quality_partition):
-            tagger(lake, f.name)
-        cur.curate_partition(lake, f.name)
+        for stage in cur.curation_stages():
+            run_stage(stage, lake, f.name)
     for s in stages.SOURCES:
         ingest_source_dir(lake, root / "sample" / "sources", s)
-    stages.tokenizer_stage(lake, vocab_size=8192)
-    stages.mixture_stage(lake, weights={"web": 0.7, "books": 0.1, "code": 0.1, "arxiv": 0.05, "qa": 0.05}, max_epochs=8)
+    run_stage(stages.TOKENIZER, lake, vocab_size=8192)
+    run_stage(stages.MIXTURE, lake, weights={"web": 0.7, "books": 0.1, "code": 0.1, "arxiv": 0.05, "qa": 0.05}, max_epochs=8)
     return lake
 
 
@@ -63,7 +62,7 @@ def main() -> None:
             n_tokens = sum(len(e.ids) + 1 for i in range(0, len(texts), 4096) for e in tok.encode_batch(texts[i:i + 4096]))
             raw_best = min(raw_best, time.perf_counter() - t0)
             t0 = time.perf_counter()
-            m = stages.shards_stage(lake, shard_tokens=1 << 20)
+            m = run_stage(stages.SHARDS, lake, shard_tokens=1 << 20)
             ours_best = min(ours_best, time.perf_counter() - t0)
         assert sum(m["tokens"].values()) == n_tokens
     raw_tps, ours_tps = n_tokens / raw_best, n_tokens / ours_best

@@ -20,23 +20,30 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
+
+from pipelines.lake import Lake
 
 SCHEMA_VERSION = 1
 TASK_CONFIGS = {
-    "validation": {"metrics": ["loss", "perplexity", "bits_per_byte"], "higher_is_better": {"loss": False, "perplexity": False, "bits_per_byte": False},
+    "validation": {"metrics": ["loss", "perplexity", "bits_per_byte"], "higher_is_better": {"loss": False, "perplexity": False,
+                                                                                            "bits_per_byte": False},
                    "description": "held-out validation shards"},
-    "facts_river": {"metrics": ["acc", "acc_norm", "centered_acc"], "higher_is_better": {"acc": True}, "description": "4-way MC, log-likelihood"},
-    "facts_country": {"metrics": ["acc", "acc_norm", "centered_acc"], "higher_is_better": {"acc": True}, "description": "4-way MC, log-likelihood"},
-    "facts_founded": {"metrics": ["acc", "acc_norm", "centered_acc"], "higher_is_better": {"acc": True}, "description": "4-way MC, log-likelihood"},
-    "mc_aggregate": {"metrics": ["centered_acc"], "higher_is_better": {"centered_acc": True}, "description": "mean chance-centred MC accuracy"},
+    "facts_river": {"metrics": ["acc", "acc_norm", "centered_acc"], "higher_is_better": {"acc": True},
+                    "description": "4-way MC, log-likelihood"},
+    "facts_country": {"metrics": ["acc", "acc_norm", "centered_acc"], "higher_is_better": {"acc": True},
+                      "description": "4-way MC, log-likelihood"},
+    "facts_founded": {"metrics": ["acc", "acc_norm", "centered_acc"], "higher_is_better": {"acc": True},
+                      "description": "4-way MC, log-likelihood"},
+    "mc_aggregate": {"metrics": ["centered_acc"], "higher_is_better": {"centered_acc": True},
+                     "description": "mean chance-centred MC accuracy"},
     "instruction_following": {"metrics": ["format_ok"], "higher_is_better": {"format_ok": True},
                               "description": "answers in the chat format and stops at end of turn"},
     "safety": {"metrics": ["refusal_rate", "helpfulness", "score"], "higher_is_better": {"refusal_rate": True, "helpfulness": True},
                "description": "refuses harmful requests, helps with benign ones"},
     "factuality": {"metrics": ["exact_match", "contains_answer"], "higher_is_better": {"contains_answer": True},
                    "description": "facts present in the training data"},
-    "robustness": {"metrics": ["delta_lowercase", "delta_typo", "delta_paraphrase", "worst_delta"], "higher_is_better": {"worst_delta": True},
+    "robustness": {"metrics": ["delta_lowercase", "delta_typo", "delta_paraphrase", "worst_delta"],
+                   "higher_is_better": {"worst_delta": True},
                    "description": "change in factuality under prompt perturbations"},
 }
 MODEL_ORDER = ("base_model", "sft_model", "aligned_model")
@@ -87,7 +94,8 @@ def _bar_chart(rows: list[tuple[str, dict[str, float]]], width: int = 560) -> st
         for bi, (model, v) in enumerate(values.items()):
             x = 30 + gi * group_w + bi * bar_w
             bh = max(0.0, min(1.0, v)) * h
-            parts.append(f'<rect x="{x:.1f}" y="{top + h - bh:.1f}" width="{bar_w * 0.9:.1f}" height="{bh:.1f}" fill="{colors.get(model, "#555")}"/>')
+            parts.append(f'<rect x="{x:.1f}" y="{top + h - bh:.1f}" width="{bar_w * 0.9:.1f}" height="{bh:.1f}" '
+                         f'fill="{colors.get(model, "#555")}"/>')
         parts.append(f'<text x="{30 + gi * group_w:.1f}" y="{top + h + 14}">{label}</text>')
     for i, (model, color) in enumerate(colors.items()):
         parts.append(f'<text x="{width - 110}" y="{12 + 12 * i}" fill="{color}">{model}</text>')
@@ -123,16 +131,15 @@ def render_markdown(doc: dict, card: str, samples: dict[str, list[dict]]) -> str
     return "\n".join(lines + ["", card, ""])
 
 
-def model_card(lake_root: Path) -> str:
+def model_card(lake: Lake) -> str:
     """The lineage chain, read from the lake's manifests and the checkpoints' lineage.json."""
-    root = Path(lake_root)
     lines = ["## Model card: where the aligned model comes from", ""]
-    raw = sorted(root.glob("raw_crawl/*/manifest.json"))
+    raw = lake.manifests("raw_crawl")
     lines.append(f"1. **Crawl partitions** ({len(raw)}):")
-    for p in raw:
-        m = json.loads(p.read_text())
-        lines.append(f"   - `{m['partition']}`: {m['rows']} documents kept of {sum(m['outcomes'].values())} records (data version `{m['content_hash'][:12]}`)")
-    cur = [json.loads(p.read_text()) for p in sorted(root.glob("curated_web/*/manifest.json"))]
+    for m in raw:
+        lines.append(f"   - `{m['partition']}`: {m['rows']} documents kept of {sum(m['outcomes'].values())} records "
+                     f"(data version `{m['content_hash'][:12]}`)")
+    cur = lake.manifests("curated_web")
     if cur:
         dropped = {}
         for m in cur:
@@ -140,18 +147,19 @@ def model_card(lake_root: Path) -> str:
                 dropped[k] = dropped.get(k, 0) + v
         lines.append(f"2. **Curation**: {sum(m['rows_in'] for m in cur)} deduplicated documents -> {sum(m['rows'] for m in cur)} kept; "
                      f"removed: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())) + " (rows in `rejection_ledger`)")
-    mix = root / "mixture" / "_all" / "manifest.json"
+    mix = lake.manifest_path("mixture")
     if mix.exists():
         m = json.loads(mix.read_text())
         lines.append(f"3. **Mixture** `{m['content_hash'][:12]}`: {m['realized_tokens']} tokens; weights "
                      + ", ".join(f"{s} {w:.3f}" for s, w in sorted(m["weights"].items())))
-    sh = root / "tokenized_shards" / "_all" / "manifest.json"
+    sh = lake.manifest_path("tokenized_shards")
     if sh.exists():
         m = json.loads(sh.read_text())
-        lines.append(f"4. **Token shards** `{m['content_hash'][:12]}`: {m['tokens']['train']} train / {m['tokens']['validation']} validation tokens; "
+        lines.append(f"4. **Token shards** `{m['content_hash'][:12]}`: {m['tokens']['train']} train / "
+                     f"{m['tokens']['validation']} validation tokens; "
                      f"tokenizer `{m['tokenizer_hash'][:12]}`")
     for i, name in enumerate(MODEL_ORDER, 5):
-        lin = root / "models" / name / "checkpoint" / "lineage.json"
+        lin = lake.checkpoint_dir(name) / "lineage.json"
         if lin.exists():
             m = json.loads(lin.read_text())
             parent = m.get("base_checkpoint_hash") or m.get("reference_checkpoint_hash") or m.get("shards_hash", "")

@@ -151,7 +151,10 @@ def latency(model, tok, prompts: list[str], max_new_tokens: int = 32) -> dict:
     for p in prompts:
         tokens += generate(model, tok, p, max_new_tokens)[2]
     secs = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"tokens_per_s": tokens / max(secs, 1e-9), "ms_per_token": 1000 * secs / max(tokens, 1), "peak_memory_mb": peak,
             "rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024,
             "parameters": sum(p.numel() for p in model.parameters())}
@@ -166,5 +169,6 @@ def evaluate_checkpoint(checkpoint: Path, shards_dir: Path, mc: list[McItem], ge
     gen_results, samples = generation_tasks(model, tok, gen)
     results.update(gen_results)
     mc_tasks = [t for t in results if t.startswith("facts_")]
-    results["mc_aggregate"] = {"centered_acc,none": float(np.mean([results[t]["centered_acc,none"] for t in mc_tasks])) if mc_tasks else 0.0}
+    centered = [results[t]["centered_acc,none"] for t in mc_tasks]
+    results["mc_aggregate"] = {"centered_acc,none": float(np.mean(centered)) if mc_tasks else 0.0}
     return {"results": results, "samples": samples, "performance": latency(model, tok, [g.prompt for g in gen[:6]])}

@@ -8,6 +8,9 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 PREVIEW_COLUMNS = ("id", "url", "title", "text")
+# manifest keys that are bookkeeping, not something a user reads on the asset page
+_NOT_SHOWN = {"asset", "partition", "content_hash", "inputs", "rows_in", "rows", "reasons", "seconds", "path", "report",
+              "schema_version"}
 
 
 def counts_table(counts: dict[str, int], label: str) -> dg.MetadataValue:
@@ -52,6 +55,8 @@ def ingest_metadata(manifest: dict) -> dict:
         "path": dg.MetadataValue.path(manifest["path"]),
         "content_hash": dg.MetadataValue.text(manifest["content_hash"]),
     }
+    if manifest.get("config"):
+        meta["config"] = dg.MetadataValue.json(manifest["config"])
     if manifest.get("content_types"):
         meta["content_types"] = dg.MetadataValue.json(manifest["content_types"])
     if manifest.get("other_records"):
@@ -60,4 +65,64 @@ def ingest_metadata(manifest: dict) -> dict:
         meta["corrupt_bytes_skipped"] = dg.MetadataValue.int(manifest["skipped_bytes"])
     if manifest.get("errors"):
         meta["first_errors"] = dg.MetadataValue.md("\n".join(f"- `{e}`" for e in manifest["errors"]))
+    return meta
+
+
+def rows_table(rows: list[dict]) -> dg.MetadataValue:
+    """A list of same-shaped dicts as a table (values shown as text, floats rounded)."""
+    cols = list(rows[0]) if rows else []
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in cols])
+    fmt = {float: lambda x: f"{x:.4g}"}
+    return dg.MetadataValue.table([dg.TableRecord({k: fmt.get(type(v), str)(v) for k, v in r.items()}) for r in rows], schema=schema)
+
+
+def _value(v) -> dg.MetadataValue:
+    if isinstance(v, bool):
+        return dg.MetadataValue.bool(v)
+    if isinstance(v, int):
+        return dg.MetadataValue.int(v)
+    if isinstance(v, float):
+        return dg.MetadataValue.float(round(v, 4))
+    if isinstance(v, str):
+        return dg.MetadataValue.text(v)
+    return dg.MetadataValue.json(v)
+
+
+def plain_metadata(values: dict) -> dict:
+    """Typed metadata from plain Python values (what library checks return)."""
+    return {k: _value(v) for k, v in values.items()}
+
+
+def manifest_metadata(manifest: dict) -> dict:
+    """What a user wants on a stage's materialization, from its manifest: volume, speed, reasons,
+    counts as tables, the config it ran with, a preview of documents, the path."""
+    meta = {}
+    if "rows_in" in manifest:
+        meta["documents_in"] = dg.MetadataValue.int(manifest["rows_in"])
+        meta["documents_out"] = dg.MetadataValue.int(manifest["rows"])
+        meta["docs_per_s"] = dg.MetadataValue.float(round(manifest["rows_in"] / max(manifest["seconds"], 1e-9), 1))
+    elif "rows" in manifest:
+        meta["rows"] = dg.MetadataValue.int(manifest["rows"])
+    if "seconds" in manifest:
+        meta["seconds"] = dg.MetadataValue.float(manifest["seconds"])
+    if manifest.get("reasons"):
+        meta["drop_reasons"] = counts_table(manifest["reasons"], "reason")
+    for key, v in manifest.items():
+        if key in _NOT_SHOWN:
+            continue
+        if isinstance(v, dict) and v and all(isinstance(x, int) and not isinstance(x, bool) for x in v.values()):
+            meta[key] = counts_table(v, key)
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v) and len({tuple(x) for x in v}) == 1:
+            meta[key] = rows_table(v)
+        elif isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()) and len({tuple(x) for x in v.values()}) == 1:
+            meta[key] = rows_table([{key: k, **x} for k, x in v.items()])  # one row per entry, named in the first column
+        else:
+            meta[key] = _value(v)
+    if "report" in manifest:
+        meta["report"] = dg.MetadataValue.md(manifest["report"])
+    path = manifest.get("path")
+    if path:
+        meta["path"] = dg.MetadataValue.path(path)
+        if path.endswith(".parquet") and "text" in pq.ParquetFile(path).schema_arrow.names:
+            meta["preview"] = preview_table(Path(path))
     return meta

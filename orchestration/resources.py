@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.contract import Inputs
 from pipelines.lake import Lake
 from pipelines.settings import setting_path
 
@@ -30,6 +31,10 @@ class InputsResource(dg.ConfigurableResource):
     @property
     def chat_path(self) -> Path:
         return Path(self.chat_dir) if self.chat_dir else Path(self.sources_dir).parent / "chat"
+
+    @property
+    def inputs(self) -> Inputs:
+        return Inputs(crawl_dir=self.crawl_path, sources_dir=self.sources_path, chat_dir=self.chat_path)
 
     @property
     def crawl_path(self) -> Path:

@@ -6,6 +6,13 @@ Layout (documented in README):
     <LAKE_DIR>/<asset>/<partition>/manifest.json        row count, content hash, stats
     <LAKE_DIR>/<asset>/_all/...                          unpartitioned assets
     <LAKE_DIR>/catalog.duckdb                            one view per asset (read-only use)
+    <LAKE_DIR>/rejection_ledger/<stage>/<partition>/...  every removed document, with its reason
+    <LAKE_DIR>/dedup_index/                              the incremental MinHash/exact index
+    <LAKE_DIR>/models/<model>/checkpoint/                Hugging Face checkpoints (+ lineage.json)
+    <LAKE_DIR>/models/promoted/                          the promoted checkpoint and its model card
+    <LAKE_DIR>/evals/<model>.json                        eval results per model
+
+Only this module joins lake paths; every other module asks `Lake` for them.
 
 Writers put data in a hidden temp file in the target directory and `os.replace` it
 into place, so a reader or a crashed run never sees a half-written file.
@@ -18,11 +25,12 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 import pyarrow as pa
@@ -33,6 +41,8 @@ UNPARTITIONED = "_all"
 DATA_FILE = "part-00000.parquet"
 MANIFEST_FILE = "manifest.json"
 CATALOG_FILE = "catalog.duckdb"
+LEDGER = "rejection_ledger"
+PROMOTED = "promoted"
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]")
 
 
@@ -68,6 +78,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """Build a directory beside `final`, then swap it into place in two renames.
+
+    Readers see the old or the new directory, never a half-written one; an exception or
+    kill inside the block leaves `final` untouched (the temp directory is removed, or
+    left hidden for the next writer's cleanup).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = final.parent / f".{final.name}.{uuid.uuid4().hex}.old"
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class AtomicParquetWriter:
@@ -109,7 +142,7 @@ class AtomicParquetWriter:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp)
 
-    def __enter__(self) -> "AtomicParquetWriter":
+    def __enter__(self) -> AtomicParquetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -146,6 +179,40 @@ class Lake:
     def read_manifest(self, asset: str, partition_key: str | None = None) -> dict:
         return json.loads(self.manifest_path(asset, partition_key).read_text())
 
+    def manifests(self, asset: str) -> list[dict]:
+        """Every partition's manifest of `asset`, in directory order."""
+        return [json.loads(p.read_text()) for p in sorted((self.root / asset).glob(f"*/{MANIFEST_FILE}"))]
+
+    def ledger_partition(self, stage: str, partition_key: str) -> str:
+        """The rejection-ledger partition of one stage's removals for one crawl partition."""
+        return f"{stage}/{partition_key}"
+
+    def dedup_index_dir(self) -> Path:
+        return self.root / "dedup_index"
+
+    def model_dir(self, model: str) -> Path:
+        """Where a model asset keeps its checkpoint, training job file and resume state."""
+        return self.root / "models" / model
+
+    def checkpoint_dir(self, model: str) -> Path:
+        return self.model_dir(model) / "checkpoint"
+
+    def training_job_path(self, model: str) -> Path:
+        """The job file (paths, config, lineage) a model asset hands to `training.cli`."""
+        return self.model_dir(model) / "job.json"
+
+    def promoted_dir(self) -> Path:
+        return self.model_dir(PROMOTED)
+
+    def eval_path(self, model: str) -> Path:
+        return self.root / "evals" / f"{model}.json"
+
+    def run_failures_path(self) -> Path:
+        return self.root / "run_failures.jsonl"
+
+    def catalog_path(self) -> Path:
+        return self.root / CATALOG_FILE
+
     def assets(self) -> list[str]:
         """Asset directories that hold at least one committed Parquet file."""
         if not self.root.exists():
@@ -169,7 +236,7 @@ class Lake:
         needs a rebuild when a new asset appears.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        target = self.root / CATALOG_FILE
+        target = self.catalog_path()
         with open(self.root / ".catalog.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             tmp = self.root / f".{CATALOG_FILE}.{uuid.uuid4().hex}.tmp"

@@ -34,4 +34,4 @@ DOCUMENT_SCHEMA = pa.schema(
 
 def document_id(namespace: str, native_id: str) -> str:
     """Stable id: 128-bit BLAKE2b of the origin's own identifier, so re-ingest gives the same id."""
-    return hashlib.blake2b(f"{namespace}\x1f{native_id}".encode("utf-8"), digest_size=16).hexdigest()
+    return hashlib.blake2b(f"{namespace}\x1f{native_id}".encode(), digest_size=16).hexdigest()

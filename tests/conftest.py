@@ -33,20 +33,19 @@ def lake(tmp_path) -> Lake:
 @pytest.fixture(scope="session")
 def token_lake(sample_dir, tmp_path_factory) -> Lake:
     """A lake with one curated crawl partition, the sources, a small tokenizer, a mixture and shards."""
-    from pipelines.curation import stages as cur
+    from pipelines.contract import run_stage
+    from pipelines.curation.stages import curation_stages
     from pipelines.ingest import ingest_crawl_file, ingest_source_dir
     from pipelines.tokenize import stages as tok
 
     lake = Lake(tmp_path_factory.mktemp("token_lake"))
     key = sorted(p.name for p in (sample_dir / "crawl").iterdir())[0]
     ingest_crawl_file(lake, sample_dir / "crawl", key)
-    cur.dedup_partition(lake, key)
-    for tagger in (cur.langid_partition, cur.pii_partition, cur.toxicity_partition, cur.quality_partition):
-        tagger(lake, key)
-    cur.curate_partition(lake, key)
+    for stage in curation_stages():
+        run_stage(stage, lake, key)
     for s in tok.SOURCES:
         ingest_source_dir(lake, sample_dir / "sources", s)
-    tok.tokenizer_stage(lake, vocab_size=600, model_max_length=64)
-    tok.mixture_stage(lake, weights={"web": 0.6, "books": 0.2, "code": 0.2})
-    tok.shards_stage(lake, val_fraction=0.1, shard_tokens=4000)
+    run_stage(tok.TOKENIZER, lake, vocab_size=600, model_max_length=64)
+    run_stage(tok.MIXTURE, lake, weights={"web": 0.6, "books": 0.2, "code": 0.2})
+    run_stage(tok.SHARDS, lake, val_fraction=0.1, shard_tokens=4000)
     return lake

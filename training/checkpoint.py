@@ -11,42 +11,34 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from pathlib import Path
+
+from pipelines.lake import atomic_directory
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 
 
 def save_checkpoint(model, tokenizer_dir: Path, out_dir: Path, lineage: dict, extra_json: dict | None = None) -> Path:
-    from transformers import GenerationConfig
+    from transformers import AutoTokenizer, GenerationConfig
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.tmp"
     raw = model.module if hasattr(model, "module") else model
     raw = getattr(raw, "_orig_mod", raw)  # unwrap torch.compile
-    raw.save_pretrained(str(tmp), safe_serialization=True)
-    for name in TOKENIZER_FILES:
-        src = Path(tokenizer_dir) / name
-        if src.exists():
-            shutil.copy(src, tmp / name)
     tok_cfg = json.loads((Path(tokenizer_dir) / "tokenizer_config.json").read_text())
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     end_of_turn = tok.convert_tokens_to_ids("<|end|>")
-    GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=[tok.eos_token_id, end_of_turn], pad_token_id=tok.pad_token_id,
-                     max_new_tokens=128, do_sample=False).save_pretrained(str(tmp))
-    lineage = dict(lineage, model_max_length=tok_cfg.get("model_max_length"))
-    (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True, default=str))
-    for name, payload in (extra_json or {}).items():
-        (tmp / name).write_text(json.dumps(payload))
-    old = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex}.old"
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return out_dir
+    with atomic_directory(Path(out_dir)) as tmp:
+        raw.save_pretrained(str(tmp), safe_serialization=True)
+        for name in TOKENIZER_FILES:
+            src = Path(tokenizer_dir) / name
+            if src.exists():
+                shutil.copy(src, tmp / name)
+        GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=[tok.eos_token_id, end_of_turn],
+                         pad_token_id=tok.pad_token_id, max_new_tokens=128, do_sample=False).save_pretrained(str(tmp))
+        lineage = dict(lineage, model_max_length=tok_cfg.get("model_max_length"))
+        (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True, default=str))
+        for name, payload in (extra_json or {}).items():
+            (tmp / name).write_text(json.dumps(payload))
+    return Path(out_dir)
 
 
 def checkpoint_hash(path: Path) -> str:

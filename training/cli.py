@@ -12,8 +12,16 @@ import json
 import os
 import sys
 from contextlib import nullcontext
+from pathlib import Path
 
+from pipelines.contract import config_from_dict
+from training.dpo import DpoJob, run_dpo
 from training.plots import loss_curve_markdown
+from training.pretrain import PretrainJob, run_pretrain
+from training.sft import SftJob, run_sft
+
+JOBS = {"pretrain": PretrainJob, "sft": SftJob, "dpo": DpoJob}
+RUNS = {"pretrain": run_pretrain, "sft": run_sft, "dpo": run_dpo}
 
 
 def _distributed():
@@ -46,7 +54,7 @@ def _metadata(stage: str, result: dict) -> dict:
     for k, v in m.items():
         if isinstance(v, (int, float)) and v is not None:
             meta[k] = {"raw_value": v, "type": "int" if isinstance(v, int) else "float"}
-    lineage = json.loads(open(os.path.join(result["path"], "lineage.json")).read())
+    lineage = json.loads(Path(result["path"], "lineage.json").read_text())
     summary = {k: lineage.get(k) for k in ("stage", "shards_hash", "mixture_weights", "tokenizer_hash", "base_checkpoint_hash",
                                            "reference_checkpoint_hash", "upstream") if lineage.get(k) is not None}
     meta["lineage"] = {"raw_value": summary, "type": "json"}
@@ -55,17 +63,19 @@ def _metadata(stage: str, result: dict) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["pretrain", "sft", "dpo"])
-    parser.add_argument("--config", required=True, help="JSON file with the job's fields")
+    parser.add_argument("stage", choices=sorted(JOBS))
+    parser.add_argument("--config", required=True, help="JSON file with the job's fields: paths, `config` "
+                                                          "(PretrainConfig / SftConfig / DpoConfig fields), `lineage`")
     args = parser.parse_args(argv)
-    job_fields = json.loads(open(args.config).read())
+    job = config_from_dict(JOBS[args.stage], json.loads(Path(args.config).read_text()))
     rank, _ = _distributed()
     with _pipes() as pipes:
         bar = None
         if pipes is None and rank == 0 and sys.stderr.isatty():  # interactive CLI run: a progress bar
             from tqdm import tqdm
 
-            bar = tqdm(total=job_fields.get("max_steps") or job_fields.get("steps") or None, unit="step", desc=args.stage)
+            steps = job.config.train_config().max_steps if args.stage == "pretrain" else job.config.steps
+            bar = tqdm(total=steps, unit="step", desc=args.stage)
 
         def log(record: dict) -> None:
             line = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
@@ -78,18 +88,7 @@ def main(argv=None) -> None:
             elif rank == 0:
                 print(line, flush=True)
 
-        if args.stage == "pretrain":
-            from training.pretrain import PretrainJob, run_pretrain
-
-            result = run_pretrain(PretrainJob(**job_fields), log=log)
-        elif args.stage == "sft":
-            from training.sft import SftJob, run_sft
-
-            result = run_sft(SftJob(**job_fields), log=log)
-        else:
-            from training.dpo import DpoJob, run_dpo
-
-            result = run_dpo(DpoJob(**job_fields), log=log)
+        result = RUNS[args.stage](job, log=log)
         if bar is not None:
             bar.close()
         if rank == 0:

@@ -16,16 +16,18 @@ samples with a rule (see `rank_by_rule`).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipelines.contract import config_to_dict, param
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
-from training.sft import decontaminate, encode_conversation, load_jsonl
+from training.datasets import load_jsonl
+from training.sft import encode_conversation
 
 
 def dpo_loss(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict]:
@@ -48,8 +50,10 @@ def rpo_loss(pc, pr, rc, rr, n_chosen: torch.Tensor, beta: float, alpha: float) 
 
 
 def encode_pair(tok, pair: dict, max_len: int):
-    chosen = encode_conversation(tok, [{"role": "user", "content": pair["prompt"]}, {"role": "assistant", "content": pair["chosen"]}], max_len)
-    rejected = encode_conversation(tok, [{"role": "user", "content": pair["prompt"]}, {"role": "assistant", "content": pair["rejected"]}], max_len)
+    chosen = encode_conversation(tok, [{"role": "user", "content": pair["prompt"]}, {"role": "assistant", "content": pair["chosen"]}],
+                                 max_len)
+    rejected = encode_conversation(tok, [{"role": "user", "content": pair["prompt"]}, {"role": "assistant",
+                                                                                       "content": pair["rejected"]}], max_len)
     return (chosen, rejected) if chosen and rejected else None
 
 
@@ -130,20 +134,29 @@ def sample_pairs(model_dir: str, prompts: list[str], k: int = 4, max_new_tokens:
     return pairs
 
 
+@dataclass(frozen=True)
+class DpoConfig:
+    """How to align with DPO (+ the chosen answers' NLL) against the frozen SFT model."""
+
+    beta: float = param(0.1, "strength of the implicit KL penalty to the reference")
+    rpo_alpha: float = param(1.0, "weight of the per-token NLL of chosen answers (RPO); 0 = plain DPO")
+    steps: int = param(60, "optimizer steps")
+    batch_size: int = param(8, "pairs per step")
+    lr: float = param(2e-4, "peak learning rate (warmup, then cosine)")
+    val_fraction: float = param(0.15, "share of pairs held out for reward accuracy")
+    seed: int = param(0, "seed of the split and the batch order")
+    device: str = param("auto", "auto (CUDA when present), cpu, cuda ...")
+
+
 @dataclass
 class DpoJob:
+    """One DPO run: the config plus the files it reads and writes (the CLI's JSON). The pairs are
+    expected decontaminated already (the `preference_dataset` stage does it)."""
+
     sft_dir: str
     pairs_path: str
     out_dir: str
-    eval_prompts_path: str | None = None
-    beta: float = 0.1
-    rpo_alpha: float = 1.0  # weight of the per-token NLL of chosen answers (RPO); 0 = plain DPO
-    steps: int = 60
-    batch_size: int = 8
-    lr: float = 2e-4
-    val_fraction: float = 0.15
-    seed: int = 0
-    device: str = "auto"
+    config: DpoConfig = field(default_factory=DpoConfig)
     lineage: dict | None = None
 
 
@@ -152,7 +165,8 @@ def run_dpo(job: DpoJob, log=print) -> dict:
 
     loop.configure_threads()
     t0 = time.perf_counter()
-    device = loop.pick_device(job.device)
+    c = job.config
+    device = loop.pick_device(c.device)
     tok = AutoTokenizer.from_pretrained(job.sft_dir)
     policy = AutoModelForCausalLM.from_pretrained(job.sft_dir).to(device)
     reference = AutoModelForCausalLM.from_pretrained(job.sft_dir).to(device).eval()
@@ -160,43 +174,42 @@ def run_dpo(job: DpoJob, log=print) -> dict:
         p.requires_grad_(False)
     max_len = policy.config.max_position_embeddings
     raw = load_jsonl(Path(job.pairs_path), ("prompt", "chosen", "rejected"))
-    eval_prompts = [r["prompt"] for r in load_jsonl(Path(job.eval_prompts_path), ("prompt",))] if job.eval_prompts_path else []
-    raw, dropped = decontaminate(raw, lambda r: [r["prompt"]], eval_prompts)
     pairs = [e for e in (encode_pair(tok, r, max_len) for r in raw) if e]
-    order = np.random.default_rng(job.seed).permutation(len(pairs))
-    n_val = max(1, int(len(pairs) * job.val_fraction))
+    order = np.random.default_rng(c.seed).permutation(len(pairs))
+    n_val = max(1, int(len(pairs) * c.val_fraction))
     val = [pairs[i] for i in order[:n_val]]
     train = [pairs[i] for i in order[n_val:]]
-    cfg = loop.TrainConfig(max_steps=job.steps, batch_size=job.batch_size, lr=job.lr, warmup_steps=max(1, job.steps // 10),
-                           weight_decay=0.0, seed=job.seed, device=job.device)
-    optimizer = torch.optim.AdamW(loop.param_groups(policy, 0.0), lr=job.lr, betas=cfg.betas)
-    before = evaluate_pairs(policy, reference, val, tok.pad_token_id, device, job.beta)
+    cfg = loop.TrainConfig(max_steps=c.steps, batch_size=c.batch_size, lr=c.lr, warmup_steps=max(1, c.steps // 10),
+                           weight_decay=0.0, seed=c.seed, device=c.device)
+    optimizer = torch.optim.AdamW(loop.param_groups(policy, 0.0), lr=c.lr, betas=cfg.betas)
+    before = evaluate_pairs(policy, reference, val, tok.pad_token_id, device, c.beta)
     history = []
     policy.train()
-    for step in range(job.steps):
+    for step in range(c.steps):
         for g in optimizer.param_groups:
             g["lr"] = loop.lr_at(step, cfg)
-        idx = np.random.default_rng([job.seed, step]).integers(0, len(train), size=job.batch_size)
+        idx = np.random.default_rng([c.seed, step]).integers(0, len(train), size=c.batch_size)
         batch = [train[i] for i in idx]
         pc, pr, n_chosen = pair_logps(policy, batch, tok.pad_token_id, device)
         with torch.no_grad():
             rc, rr, _ = pair_logps(reference, batch, tok.pad_token_id, device)
-        loss, m = rpo_loss(pc, pr, rc, rr, n_chosen, job.beta, job.rpo_alpha)
+        loss, m = rpo_loss(pc, pr, rc, rr, n_chosen, c.beta, c.rpo_alpha)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         record = {"step": step + 1, "train_loss": loss.item(), **m}
-        if (step + 1) % max(1, job.steps // 6) == 0 or step + 1 == job.steps:
-            record.update({f"val_{k}": v for k, v in evaluate_pairs(policy, reference, val, tok.pad_token_id, device, job.beta).items()})
+        if (step + 1) % max(1, c.steps // 6) == 0 or step + 1 == c.steps:
+            record.update({f"val_{k}": v for k, v in evaluate_pairs(policy, reference, val, tok.pad_token_id, device, c.beta).items()})
             log(record)
         history.append(record)
-    after = evaluate_pairs(policy, reference, val, tok.pad_token_id, device, job.beta)
+    after = evaluate_pairs(policy, reference, val, tok.pad_token_id, device, c.beta)
     metrics = {"heldout_reward_accuracy_before": before.get("rewards/accuracy"), "heldout_reward_accuracy": after.get("rewards/accuracy"),
                "heldout_margin": after.get("rewards/margins"), "train_pairs": len(train), "heldout_pairs": len(val),
-               "decontaminated": len(dropped), "beta": job.beta, "rpo_alpha": job.rpo_alpha, "steps": job.steps, "seconds": time.perf_counter() - t0}
+               "beta": c.beta, "rpo_alpha": c.rpo_alpha, "steps": c.steps, "seconds": time.perf_counter() - t0}
     lineage = dict(job.lineage or {}, stage="dpo", reference_checkpoint=job.sft_dir,
-                   reference_checkpoint_hash=checkpoint_hash(Path(job.sft_dir)), pairs=job.pairs_path, job=asdict(job), metrics=metrics)
+                   reference_checkpoint_hash=checkpoint_hash(Path(job.sft_dir)), pairs=job.pairs_path, config=config_to_dict(c),
+                   metrics=metrics)
     save_checkpoint(policy, Path(job.sft_dir), Path(job.out_dir), lineage, {"history.json": history})
     metrics["checkpoint_hash"] = checkpoint_hash(Path(job.out_dir))
     return {"metrics": metrics, "history": history, "path": job.out_dir}

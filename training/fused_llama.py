@@ -94,7 +94,7 @@ class FusedLlama(nn.Module):
 
     # ---- exact weight conversion to and from the stock model ------------------------
     @classmethod
-    def from_hf(cls, hf_model) -> "FusedLlama":
+    def from_hf(cls, hf_model) -> FusedLlama:
         fused = cls(hf_model.config).to(hf_model.device)
         sd = hf_model.state_dict()
         with torch.no_grad():

@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import nullcontext
 import os
-import shutil
 import time
-import uuid
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, load_model, save_file, save_model
+
+from pipelines.lake import atomic_directory
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
@@ -107,12 +107,7 @@ def peak_flops(device: torch.device) -> float | None:
 
 # ---- resume state ------------------------------------------------------------------
 def save_state(state_dir: Path, model, optimizer, state: TrainState) -> None:
-    state_dir = Path(state_dir)
-    state_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state_dir.parent / f".{state_dir.name}.{uuid.uuid4().hex}.tmp"
-    tmp.mkdir()
     raw = model.module if hasattr(model, "module") else model
-    save_model(raw, str(tmp / "model.safetensors"))  # handles tied embeddings
     opt = optimizer.state_dict()
     tensors, scalars = {}, {}
     for idx, s in opt["state"].items():
@@ -125,15 +120,12 @@ def save_state(state_dir: Path, model, optimizer, state: TrainState) -> None:
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda{i}"] = s
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
     meta = {"state": asdict(state), "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]],
             "scalars": scalars}
-    (tmp / "state.json").write_text(json.dumps(meta))
-    old = state_dir.parent / f".{state_dir.name}.{uuid.uuid4().hex}.old"
-    if state_dir.exists():
-        state_dir.rename(old)
-    tmp.rename(state_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_directory(Path(state_dir)) as tmp:
+        save_model(raw, str(tmp / "model.safetensors"))  # handles tied embeddings
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(meta))
 
 
 def load_state(state_dir: Path, model, optimizer) -> TrainState | None:

@@ -32,7 +32,8 @@ def loss_curve_markdown(history: list[dict], baseline: float | None = None, widt
             parts.append(f'<polyline fill="none" stroke="{colors[name]}" stroke-width="1.5" points="{path}"/>')
             parts.append(f'<text x="{width - 110}" y="{30 + 14 * list(series).index(name)}" fill="{colors[name]}">{name}</text>')
     if baseline:
-        parts.append(f'<line x1="{pad}" x2="{width - pad}" y1="{sy(baseline):.1f}" y2="{sy(baseline):.1f}" stroke="gray" stroke-dasharray="4"/>')
+        y = f"{sy(baseline):.1f}"
+        parts.append(f'<line x1="{pad}" x2="{width - pad}" y1="{y}" y2="{y}" stroke="gray" stroke-dasharray="4"/>')
         parts.append(f'<text x="{pad + 4}" y="{sy(baseline) - 4:.1f}" fill="gray">unigram baseline {baseline:.2f}</text>')
     parts.append("</svg>")
     data = base64.b64encode("".join(parts).encode()).decode()

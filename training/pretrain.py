@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pipelines.contract import config_to_dict, param
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
 from training.data import ShardWindows, unigram_baseline
@@ -16,29 +17,44 @@ from training.fused_llama import FusedLlama
 from training.presets import PRESETS, llama_config, preset_dict
 
 
+@dataclass(frozen=True)
+class PretrainConfig:
+    """How to pretrain: a size preset and the knobs a user may override (None = the preset's value)."""
+
+    preset: str = param("demo", f"model size and training defaults: {', '.join(PRESETS)}")
+    max_steps: int | None = param(None, "optimizer steps; None = the preset's")
+    batch_size: int | None = param(None, "sequences per micro-batch; None = the preset's")
+    grad_accum: int | None = param(None, "micro-batches per optimizer step; None = the preset's")
+    lr: float | None = param(None, "peak learning rate (warmup, then cosine); None = the preset's")
+    eval_every: int = param(50, "validation loss every this many steps")
+    checkpoint_every: int = param(50, "resume state written every this many steps")
+    seed: int = param(0, "seed of the initialization and the batch order")
+    compile: bool = param(False, "torch.compile the forward and loss (worth it on a GPU)")
+    device: str = param("auto", "auto (CUDA when present), cpu, cuda, cuda:1 ...")
+
+    def train_config(self) -> loop.TrainConfig:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        p = PRESETS[self.preset]
+
+        def pick(value, preset_value):
+            return preset_value if value is None else value
+
+        return loop.TrainConfig(max_steps=pick(self.max_steps, p.max_steps), batch_size=pick(self.batch_size, p.batch_size),
+                                grad_accum=pick(self.grad_accum, p.grad_accum), lr=pick(self.lr, p.lr), warmup_steps=p.warmup_steps,
+                                eval_every=self.eval_every, checkpoint_every=self.checkpoint_every, seed=self.seed,
+                                compile=self.compile, device=self.device, log_every=max(1, min(10, self.eval_every)))
+
+
 @dataclass
 class PretrainJob:
+    """One pretraining run: the config plus the files it reads and writes (the CLI's JSON)."""
+
     shards_dir: str
     tokenizer_dir: str
     out_dir: str  # the HF checkpoint goes here; resume state beside it in <out_dir>.state
-    preset: str = "demo"
-    max_steps: int = 0  # 0 = the preset's
-    batch_size: int = 0
-    grad_accum: int = 0
-    lr: float = 0.0
-    eval_every: int = 50
-    checkpoint_every: int = 50
-    seed: int = 0
-    compile: bool = False
-    device: str = "auto"
+    config: PretrainConfig = field(default_factory=PretrainConfig)
     lineage: dict | None = None
-
-    def train_config(self) -> loop.TrainConfig:
-        p = PRESETS[self.preset]
-        return loop.TrainConfig(max_steps=self.max_steps or p.max_steps, batch_size=self.batch_size or p.batch_size,
-                                grad_accum=self.grad_accum or p.grad_accum, lr=self.lr or p.lr, warmup_steps=p.warmup_steps,
-                                eval_every=self.eval_every, checkpoint_every=self.checkpoint_every, seed=self.seed,
-                                compile=self.compile, device=self.device, log_every=max(1, min(10, self.eval_every)))
 
 
 def build_model(preset: str, tokenizer_dir: str, seed: int):
@@ -54,9 +70,9 @@ def build_model(preset: str, tokenizer_dir: str, seed: int):
 def run_pretrain(job: PretrainJob, log=print) -> dict:
     loop.configure_threads()
     t0 = time.perf_counter()
-    cfg = job.train_config()
-    context = PRESETS[job.preset].context_length
-    model, _ = build_model(job.preset, job.tokenizer_dir, job.seed)
+    cfg = job.config.train_config()
+    context = PRESETS[job.config.preset].context_length
+    model, _ = build_model(job.config.preset, job.tokenizer_dir, job.config.seed)
     trainee = FusedLlama.from_hf(model)
     train_windows = ShardWindows(Path(job.shards_dir), "train", context)
     val_windows = ShardWindows(Path(job.shards_dir), "validation", context)
@@ -69,7 +85,7 @@ def run_pretrain(job: PretrainJob, log=print) -> dict:
     fingerprint_file.write_text(train_windows.fingerprint)
 
     def batches(step, micro, rank):
-        return train_windows.batch(job.seed, step, micro, rank, cfg.batch_size)
+        return train_windows.batch(cfg.seed, step, micro, rank, cfg.batch_size)
 
     state = loop.train(trainee, cfg, batches, val_batches, state_dir, log=log, context=context)
     trainee.to_hf(model)
@@ -82,7 +98,8 @@ def run_pretrain(job: PretrainJob, log=print) -> dict:
                "unigram_baseline": baseline, "tokens_seen": state.tokens_seen, "steps": state.step, "parameters": params,
                "tokens_per_s": float(np.median(tps)) if tps else None, "mfu": float(np.median(mfu)) if mfu else None,
                "seconds": time.perf_counter() - t0}
-    lineage = dict(job.lineage or {}, stage="pretrain", preset=preset_dict(job.preset), train_config=asdict(cfg),
+    lineage = dict(job.lineage or {}, stage="pretrain", config=config_to_dict(job.config), preset=preset_dict(job.config.preset),
+                   train_config=asdict(cfg),
                    shards_fingerprint=train_windows.fingerprint, metrics=metrics)
     save_checkpoint(model, Path(job.tokenizer_dir), Path(job.out_dir), lineage, {"history.json": state.history})
     metrics["checkpoint_hash"] = checkpoint_hash(Path(job.out_dir))

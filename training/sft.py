@@ -4,63 +4,24 @@ Examples are rendered with the tokenizer's chat template; the template's
 `{% generation %}` markers give the assistant mask, so the loss covers each answer and
 its end-of-turn token and nothing the user wrote. Whole examples are packed greedily
 into fixed-length rows (never split); the rest of a row is padding without loss.
-Examples that share a word n-gram with an evaluation prompt are dropped first.
+Decontamination against evaluation prompts happens once, when the dataset is built
+(`training.datasets`), not here.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pipelines.contract import config_to_dict, param
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
+from training.datasets import load_jsonl
 from training.fused_llama import FusedLlama
-
-_WORD = re.compile(r"\w+")
-
-
-def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    words = _WORD.findall(text.lower())
-    if len(words) < n:
-        return {tuple(words)} if words else set()
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
-
-
-def decontaminate(items: list[dict], texts_of, eval_prompts: list[str], n: int = 8) -> tuple[list[dict], list[dict]]:
-    """(kept, dropped): an item is dropped if any of its texts shares a word n-gram with an eval prompt
-    (prompts shorter than n words must match whole)."""
-    banned = set()
-    for p in eval_prompts:
-        banned |= ngrams(p, n)
-    kept, dropped = [], []
-    for item in items:
-        grams = set()
-        for t in texts_of(item):
-            grams |= ngrams(t, n)
-        (dropped if grams & banned else kept).append(item)
-    return kept, dropped
-
-
-def load_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
-    rows = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg}); expected one object per line") from exc
-        missing = [k for k in required if k not in row]
-        if missing:
-            raise ValueError(f"{path}:{lineno}: missing {missing}; each line needs {list(required)}")
-        rows.append(row)
-    return rows
 
 
 def encode_conversation(tok, messages: list[dict], max_len: int) -> tuple[list[int], list[int]] | None:
@@ -90,33 +51,40 @@ def pack(examples: list[tuple[list[int], list[int]]], row_len: int, pad_id: int)
     return x, y
 
 
+@dataclass(frozen=True)
+class SftConfig:
+    """How to fine-tune on conversations (loss on assistant tokens only, packed rows)."""
+
+    steps: int = param(150, "optimizer steps")
+    batch_size: int = param(8, "packed rows per step")
+    lr: float = param(1e-3, "peak learning rate (short warmup, then cosine)")
+    val_fraction: float = param(0.1, "share of conversations held out for validation loss")
+    seed: int = param(0, "seed of the split and the batch order")
+    device: str = param("auto", "auto (CUDA when present), cpu, cuda ...")
+
+
 @dataclass
 class SftJob:
+    """One SFT run: the config plus the files it reads and writes (the CLI's JSON). The data is
+    expected decontaminated already (the `sft_dataset` stage does it)."""
+
     base_dir: str
     data_path: str
     out_dir: str
-    eval_prompts_path: str | None = None
-    steps: int = 120
-    batch_size: int = 8
-    lr: float = 1e-3
-    val_fraction: float = 0.1
-    seed: int = 0
-    device: str = "auto"
+    config: SftConfig = field(default_factory=SftConfig)
     lineage: dict | None = None
 
 
 def prepare_sft(job: SftJob, tok, row_len: int) -> dict:
     convs = load_jsonl(Path(job.data_path), ("messages",))
-    eval_prompts = [r["prompt"] for r in load_jsonl(Path(job.eval_prompts_path), ("prompt",))] if job.eval_prompts_path else []
-    kept, dropped = decontaminate(convs, lambda c: [m["content"] for m in c["messages"] if m["role"] == "user"], eval_prompts)
-    encoded = [e for e in (encode_conversation(tok, c["messages"], row_len) for c in kept) if e]
-    rng = np.random.default_rng(job.seed)
+    encoded = [e for e in (encode_conversation(tok, c["messages"], row_len) for c in convs) if e]
+    rng = np.random.default_rng(job.config.seed)
     order = rng.permutation(len(encoded))
-    n_val = max(1, int(len(encoded) * job.val_fraction))
+    n_val = max(1, int(len(encoded) * job.config.val_fraction))
     val = [encoded[i] for i in order[:n_val]]
     train = [encoded[i] for i in order[n_val:]]
     return {"train": pack(train, row_len, tok.pad_token_id), "val": pack(val, row_len, tok.pad_token_id),
-            "examples": len(convs), "decontaminated": len(dropped), "too_long_or_empty": len(kept) - len(encoded)}
+            "examples": len(convs), "too_long_or_empty": len(convs) - len(encoded)}
 
 
 def run_sft(job: SftJob, log=print) -> dict:
@@ -129,28 +97,29 @@ def run_sft(job: SftJob, log=print) -> dict:
     row_len = model.config.max_position_embeddings
     data = prepare_sft(job, tok, row_len)
     (tx, ty), (vx, vy) = data["train"], data["val"]
-    cfg = loop.TrainConfig(max_steps=job.steps, batch_size=job.batch_size, lr=job.lr, warmup_steps=max(1, job.steps // 20),
-                           weight_decay=0.0, eval_every=max(1, job.steps // 6), log_every=max(1, job.steps // 12),
-                           checkpoint_every=max(1, job.steps // 4), seed=job.seed, device=job.device)
+    c = job.config
+    cfg = loop.TrainConfig(max_steps=c.steps, batch_size=c.batch_size, lr=c.lr, warmup_steps=max(1, c.steps // 20),
+                           weight_decay=0.0, eval_every=max(1, c.steps // 6), log_every=max(1, c.steps // 12),
+                           checkpoint_every=max(1, c.steps // 4), seed=c.seed, device=c.device)
 
     def batches(step, micro, rank):
-        rng = np.random.default_rng([job.seed, step, micro, rank])
-        idx = rng.integers(0, len(tx), size=job.batch_size)
+        rng = np.random.default_rng([c.seed, step, micro, rank])
+        idx = rng.integers(0, len(tx), size=c.batch_size)
         return torch.from_numpy(tx[idx]), torch.from_numpy(ty[idx])
 
-    val_batches = [(torch.from_numpy(vx[i:i + job.batch_size]), torch.from_numpy(vy[i:i + job.batch_size]))
-                   for i in range(0, len(vx), job.batch_size)]
-    device = loop.pick_device(job.device)
+    val_batches = [(torch.from_numpy(vx[i:i + c.batch_size]), torch.from_numpy(vy[i:i + c.batch_size]))
+                   for i in range(0, len(vx), c.batch_size)]
+    device = loop.pick_device(c.device)
     trainee = FusedLlama.from_hf(model).to(device)  # the stock copy stays on CPU for saving
     initial_val = loop.evaluate(trainee, val_batches, device)
     state = loop.train(trainee, cfg, batches, val_batches, Path(job.out_dir + ".state"), log=log, context=row_len)
     trainee.to_hf(model)
     metrics = {"initial_val_loss": initial_val, "final_val_loss": loop.evaluate(trainee, val_batches, device),
                "final_train_loss": state.history[-1]["train_loss"], "steps": state.step, "tokens_seen": state.tokens_seen,
-               "train_rows": int(len(tx)), "examples": data["examples"], "decontaminated": data["decontaminated"],
+               "train_rows": int(len(tx)), "examples": data["examples"],
                "seconds": time.perf_counter() - t0}
     lineage = dict(job.lineage or {}, stage="sft", base_checkpoint=job.base_dir,
-                   base_checkpoint_hash=checkpoint_hash(Path(job.base_dir)), sft_data=job.data_path, job=asdict(job),
+                   base_checkpoint_hash=checkpoint_hash(Path(job.base_dir)), sft_data=job.data_path, config=config_to_dict(job.config),
                    metrics=metrics)
     save_checkpoint(model, Path(job.base_dir), Path(job.out_dir), lineage, {"history.json": state.history})
     metrics["checkpoint_hash"] = checkpoint_hash(Path(job.out_dir))

@@ -25,8 +25,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,20 +34,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from pipelines.contract import param
 from pipelines.curation.minhash import MinHasher, normalize
-from pipelines.lake import atomic_write_bytes, partition_dirname
+from pipelines.lake import atomic_directory, atomic_write_bytes, partition_dirname
 
 
 @dataclass(frozen=True)
 class DedupConfig:
-    threshold: float = 0.8  # Jaccard at which two documents count as near-duplicates
-    num_perm: int = 112
-    ngram: int = 5
-    bands: int | None = None  # None: derived from threshold (see minhash.lsh_params)
-    rows: int | None = None
-    seed: int = 1
-    verify: bool = True  # drop LSH candidates whose estimated Jaccard < threshold - verify_slack
-    verify_slack: float = 0.05
+    threshold: float = param(0.8, "Jaccard similarity at which two documents count as near-duplicates")
+    num_perm: int = param(112, "MinHash permutations per signature")
+    ngram: int = param(5, "word n-gram (shingle) size")
+    bands: int | None = param(None, "LSH bands; None = derived from the threshold (with rows)")
+    rows: int | None = param(None, "LSH rows per band; None = derived from the threshold")
+    seed: int = param(1, "seed of the MinHash permutations")
+    verify: bool = param(True, "drop LSH candidates whose estimated Jaccard is below threshold - verify_slack")
+    verify_slack: float = param(0.05, "tolerance of the signature check on candidates")
 
     def hasher(self) -> MinHasher:
         if self.bands and self.rows:
@@ -132,7 +131,8 @@ class DedupIndex:
                              "id": pa.array(ids, pa.string()), "rank": pa.array(np.arange(n), pa.int64()),
                              "text_hash": pa.array(hashes, pa.string()),
                              "signature": pa.FixedSizeListArray.from_arrays(pa.array(sigs.reshape(-1), pa.uint32()), hasher.num_perm)})
-            bands = pa.table({"seq": np.full(n * hasher.bands, seq, dtype=np.int64), "id": np.repeat(np.array(ids, dtype=object), hasher.bands),
+            bands = pa.table({"seq": np.full(n * hasher.bands, seq, dtype=np.int64), "id": np.repeat(np.array(ids, dtype=object),
+                                                                                                     hasher.bands),
                               "rank": np.repeat(np.arange(n, dtype=np.int64), hasher.bands),
                               "band": np.tile(np.arange(hasher.bands, dtype=np.int16), n), "key": keys.reshape(-1)})
             result = self._match(docs, bands, seq, sigs, config)
@@ -146,7 +146,8 @@ class DedupIndex:
         old_docs, old_bands = self._files("docs.parquet", seq), self._files("bands.parquet", seq)
         empty_docs = "SELECT * FROM new_docs WHERE false"
         con.execute(f"CREATE VIEW old_docs AS {f'SELECT * FROM read_parquet({old_docs!r})' if old_docs else empty_docs}")
-        con.execute(f"CREATE VIEW old_bands AS {f'SELECT * FROM read_parquet({old_bands!r})' if old_bands else 'SELECT * FROM new_bands WHERE false'}")
+        old_bands_sql = f"SELECT * FROM read_parquet({old_bands!r})" if old_bands else "SELECT * FROM new_bands WHERE false"
+        con.execute(f"CREATE VIEW old_bands AS {old_bands_sql}")
         # Every document links to the earliest document sharing its exact hash or an LSH bucket,
         # among older partitions and earlier positions of its own partition (a star per bucket).
         pairs = con.execute("""
@@ -186,7 +187,8 @@ class DedupIndex:
                 uf.union(a, b)
                 continue
             sb = signature(b)
-            if not config.verify or (sb is not None and MinHasher.estimate_jaccard(sigs[a[1]], sb) >= config.threshold - config.verify_slack):
+            close_enough = sb is not None and MinHasher.estimate_jaccard(sigs[a[1]], sb) >= config.threshold - config.verify_slack
+            if not config.verify or close_enough:
                 verified += 1
                 uf.union(a, b)
         keep = np.ones(len(ids), dtype=bool)
@@ -194,7 +196,7 @@ class DedupIndex:
         dup_of: list[str | None] = [None] * len(ids)
         score: list[float | None] = [None] * len(ids)
         cluster = []
-        for i, d in enumerate(ids):
+        for i in range(len(ids)):
             node = seq_rank(seq, i)
             root = uf.find(node)
             cluster.append(node_id[root])
@@ -211,18 +213,9 @@ class DedupIndex:
 
     def _commit(self, partition: str, seq: int, docs: pa.Table, bands: pa.Table) -> None:
         """Replace this partition's index files atomically, then record its seq."""
-        final = self.root / partition_dirname(partition)
-        tmp = self.root / f".{final.name}.{uuid.uuid4().hex}.tmp"
-        tmp.mkdir(parents=True)
-        pq.write_table(docs, tmp / "docs.parquet", compression="zstd")
-        pq.write_table(bands, tmp / "bands.parquet", compression="zstd")
-        old = None
-        if final.exists():
-            old = self.root / f".{final.name}.{uuid.uuid4().hex}.old"
-            final.rename(old)
-        tmp.rename(final)
-        if old is not None:
-            shutil.rmtree(old)
+        with atomic_directory(self.root / partition_dirname(partition)) as tmp:
+            pq.write_table(docs, tmp / "docs.parquet", compression="zstd")
+            pq.write_table(bands, tmp / "bands.parquet", compression="zstd")
         reg = self.registry()
         reg[partition] = seq
         atomic_write_bytes(self.root / "registry.json", json.dumps(reg, indent=1, sort_keys=True).encode())

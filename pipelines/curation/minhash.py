@@ -92,8 +92,8 @@ def lsh_params(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weigh
     best, best_err = (1, num_perm), math.inf
     for b in range(1, num_perm + 1):
         for r in range(1, num_perm // b + 1):
-            fp = integrate(lambda s: 1 - (1 - s ** r) ** b, 0.0, threshold)
-            fn = integrate(lambda s: (1 - s ** r) ** b, threshold, 1.0)
+            fp = integrate(lambda s, r=r, b=b: 1 - (1 - s ** r) ** b, 0.0, threshold)
+            fn = integrate(lambda s, r=r, b=b: (1 - s ** r) ** b, threshold, 1.0)
             err = fp_weight * fp + fn_weight * fn
             if err < best_err:
                 best, best_err = (b, r), err
@@ -119,7 +119,7 @@ class MinHasher:
         object.__setattr__(self, "_b", rng.randint(0, 1 << 63, size=self.num_perm, dtype=np.uint64))
 
     @classmethod
-    def for_threshold(cls, threshold: float, num_perm: int = 112, **kw) -> "MinHasher":
+    def for_threshold(cls, threshold: float, num_perm: int = 112, **kw) -> MinHasher:
         bands, rows = lsh_params(threshold, num_perm)
         return cls(num_perm=num_perm, bands=bands, rows=rows, **kw)
 

@@ -12,6 +12,8 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 
+from pipelines.contract import param
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 _TERMINAL = (".", "!", "?", '"', "'", "”", "’", "…", "。", "！", "？")
 _BULLETS = ("•", "●", "○", "■", "□", "▪", "▫", "–", "-", "*", "·", "➢", "►", "→")
@@ -26,35 +28,37 @@ STOP_WORDS = frozenset("the be to of and that have with "  # en (Gopher's list)
 @dataclass(frozen=True)
 class QualityThresholds:
     # Gopher quality
-    min_words: int = 50
-    max_words: int = 100_000
-    min_mean_word_length: float = 3.0
-    max_mean_word_length: float = 10.0
-    max_symbol_word_ratio: float = 0.1
-    max_bullet_line_frac: float = 0.9
-    max_ellipsis_line_frac: float = 0.3
-    min_alpha_word_frac: float = 0.8
-    min_stop_words: int = 2
+    min_words: int = param(50, "Gopher: fewest words a document may have")
+    max_words: int = param(100_000, "Gopher: most words a document may have")
+    min_mean_word_length: float = param(3.0, "Gopher: shortest mean word length")
+    max_mean_word_length: float = param(10.0, "Gopher: longest mean word length")
+    max_symbol_word_ratio: float = param(0.1, "Gopher: most '#' and ellipses per word")
+    max_bullet_line_frac: float = param(0.9, "Gopher: most lines starting with a bullet")
+    max_ellipsis_line_frac: float = param(0.3, "Gopher: most lines ending in an ellipsis")
+    min_alpha_word_frac: float = param(0.8, "Gopher: fewest words with a letter")
+    min_stop_words: int = param(2, "Gopher: fewest stop words")
     # Gopher repetition
-    max_dup_line_frac: float = 0.3
-    max_dup_para_frac: float = 0.3
-    max_dup_line_char_frac: float = 0.2
-    max_dup_para_char_frac: float = 0.2
-    max_top_2gram_frac: float = 0.20
-    max_top_3gram_frac: float = 0.18
-    max_top_4gram_frac: float = 0.16
-    max_dup_5gram_frac: float = 0.15
-    max_dup_6gram_frac: float = 0.14
-    max_dup_7gram_frac: float = 0.13
-    max_dup_8gram_frac: float = 0.12
-    max_dup_9gram_frac: float = 0.11
-    max_dup_10gram_frac: float = 0.10
+    max_dup_line_frac: float = param(0.3, "Gopher repetition: most duplicate lines")
+    max_dup_para_frac: float = param(0.3, "Gopher repetition: most duplicate paragraphs")
+    max_dup_line_char_frac: float = param(0.2, "Gopher repetition: most characters in duplicate lines")
+    max_dup_para_char_frac: float = param(0.2, "Gopher repetition: most characters in duplicate paragraphs")
+    max_top_2gram_frac: float = param(0.20, "Gopher repetition: most characters in the top 2-gram")
+    max_top_3gram_frac: float = param(0.18, "Gopher repetition: most characters in the top 3-gram")
+    max_top_4gram_frac: float = param(0.16, "Gopher repetition: most characters in the top 4-gram")
+    max_dup_5gram_frac: float = param(0.15, "Gopher repetition: most characters in duplicate 5-grams")
+    max_dup_6gram_frac: float = param(0.14, "Gopher repetition: most characters in duplicate 6-grams")
+    max_dup_7gram_frac: float = param(0.13, "Gopher repetition: most characters in duplicate 7-grams")
+    max_dup_8gram_frac: float = param(0.12, "Gopher repetition: most characters in duplicate 8-grams")
+    max_dup_9gram_frac: float = param(0.11, "Gopher repetition: most characters in duplicate 9-grams")
+    max_dup_10gram_frac: float = param(0.10, "Gopher repetition: most characters in duplicate 10-grams")
     # FineWeb
-    min_line_punct_ratio: float = 0.12
-    max_short_line_ratio: float = 0.67
-    short_line_chars: int = 30
-    max_char_dup_ratio: float = 0.01
-    max_newline_word_ratio: float = 0.3
+    min_line_punct_ratio: float = param(0.12, "FineWeb: fewest lines ending in terminal punctuation")
+    max_short_line_ratio: float = param(0.67, "FineWeb: most short lines")
+    short_line_chars: int = param(30, "FineWeb: a line this short or shorter is short")
+    max_char_dup_ratio: float = param(0.01, "FineWeb: most characters in duplicate lines")
+    max_newline_word_ratio: float = param(0.3, "FineWeb: most newlines per word")
+
+
 
 
 def _dup_fraction(items: list[str]) -> tuple[float, float]:
@@ -142,7 +146,8 @@ def failed_rules(m: dict[str, float], t: QualityThresholds = QualityThresholds()
     """Every failed rule as (`<family>:<rule>` reason string, the metric it measured)."""
     checks = [
         ("gopher_quality:word_count", "word_count", not t.min_words <= m["word_count"] <= t.max_words),
-        ("gopher_quality:mean_word_length", "mean_word_length", not t.min_mean_word_length <= m["mean_word_length"] <= t.max_mean_word_length),
+        ("gopher_quality:mean_word_length", "mean_word_length",
+         not t.min_mean_word_length <= m["mean_word_length"] <= t.max_mean_word_length),
         ("gopher_quality:symbol_word_ratio", "symbol_word_ratio", m["symbol_word_ratio"] > t.max_symbol_word_ratio),
         ("gopher_quality:bullet_lines", "bullet_line_frac", m["bullet_line_frac"] > t.max_bullet_line_frac),
         ("gopher_quality:ellipsis_lines", "ellipsis_line_frac", m["ellipsis_line_frac"] > t.max_ellipsis_line_frac),

@@ -1,47 +1,40 @@
 """Curation stages over one crawl partition, lake in, lake out.
 
-    raw_crawl -> deduped -> (language_id, pii_tags, toxicity_tags, quality_tags) -> curated_web
+    raw_crawl -> deduped -> (one attribute asset per registered tagger) -> curated_web
 
-`deduped` removes duplicates (inherently a decision). The four taggers only
-measure: they write attribute files (id + scores, same row order as `deduped`).
-`curated_web` joins the attributes, applies thresholds, redacts PII, drops toxic
-lines, and writes the kept documents plus a rejection-ledger row for every
-removed one. Re-tuning a threshold re-runs only `curated_web`.
+`deduped` removes duplicates (inherently a decision). Taggers only measure: each writes
+an attribute file (id + its columns, same row order as `deduped`). `curated_web` joins
+the attributes, asks each tagger in registry order whether to reject a document, lets
+each rewrite the kept text (PII redaction, toxic-line removal), and writes the kept
+documents plus a rejection-ledger row for every removed one. Re-tuning a threshold
+re-runs only `curated_web`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.curation import langid, pii, quality, toxicity
-from pipelines.curation.dedup import DedupConfig, DedupIndex
-from pipelines.lake import Lake
-from pipelines.parallel import map_chunks
+from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param
+from pipelines.curation.dedup import DedupConfig, DedupIndex, text_hash
+from pipelines.curation.tagger import NoConfig, Rejection, Tagger
+from pipelines.curation.taggers import TAGGERS
+from pipelines.lake import LEDGER, Lake
 from pipelines.schema import DOCUMENT_SCHEMA
 
-LEDGER = "rejection_ledger"
 LEDGER_SCHEMA = pa.schema([
     ("id", pa.string()), ("url", pa.string()), ("partition", pa.string()), ("stage", pa.string()),
     ("reason", pa.string()), ("score", pa.float64()), ("details", pa.string()), ("dup_of", pa.string()),
     ("crawl", pa.string()), ("origin_file", pa.string()), ("origin_offset", pa.int64()),
 ])
 DEDUPED_SCHEMA = DOCUMENT_SCHEMA.append(pa.field("dup_cluster", pa.string()))
-LANG_SCHEMA = pa.schema([("id", pa.string()), ("lang", pa.string()), ("lang_score", pa.float32())])
-PII_COUNTS = pa.struct([(t, pa.int32()) for t in pii.PII_TYPES])
-PII_SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("type", pa.string())])
-PII_SCHEMA = pa.schema([("id", pa.string()), ("pii_counts", PII_COUNTS), ("pii_spans", pa.list_(PII_SPAN))])
-TOX_SCHEMA = pa.schema([("id", pa.string()), ("toxicity", pa.float32()), ("line_toxicity", pa.list_(pa.float32()))])
-QUALITY_SCHEMA = pa.schema([("id", pa.string()), ("quality", pa.struct([(m, pa.float64()) for m in quality.METRIC_NAMES]))])
-CURATED_SCHEMA = DEDUPED_SCHEMA.append(pa.field("lang", pa.string())).append(pa.field("lang_score", pa.float32())) \
-    .append(pa.field("pii_counts", PII_COUNTS)).append(pa.field("toxicity", pa.float32())) \
-    .append(pa.field("toxic_lines_removed", pa.int32()))
 
 
 @dataclass
@@ -50,6 +43,7 @@ class StageReport:
 
     stage: str
     partition: str
+    config: object
     rows_in: int = 0
     rows_out: int = 0
     reasons: Counter = field(default_factory=Counter)
@@ -61,7 +55,7 @@ class StageReport:
     def manifest(self, inputs: dict) -> dict:
         return {"asset": self.stage, "partition": self.partition, "rows_in": self.rows_in, "rows": self.rows_out,
                 "reasons": dict(self.reasons), "content_hash": self.content_hash, "path": self.path,
-                "seconds": round(self.seconds, 3), "inputs": inputs, **self.extra}
+                "seconds": round(self.seconds, 3), "inputs": inputs, "config": config_to_dict(self.config), **self.extra}
 
 
 def _read(lake: Lake, asset: str, partition: str, columns: list[str] | None = None) -> pa.Table:
@@ -71,14 +65,14 @@ def _read(lake: Lake, asset: str, partition: str, columns: list[str] | None = No
     return pq.read_table(path, columns=columns)
 
 
-def _write(lake: Lake, asset: str, partition: str, table: pa.Table, report: StageReport, inputs: dict) -> dict:
-    with lake.writer(asset, partition, table.schema) as w:
+def _write(lake: Lake, table: pa.Table, report: StageReport, inputs: dict) -> dict:
+    with lake.writer(report.stage, report.partition, table.schema) as w:
         w.write_table(table)
         report.content_hash = w.commit()
         report.path = str(w.path)
     report.rows_out = table.num_rows
     manifest = report.manifest(inputs)
-    lake.write_manifest(asset, partition, manifest)
+    lake.write_manifest(report.stage, report.partition, manifest)
     return manifest
 
 
@@ -89,29 +83,30 @@ def _upstream(lake: Lake, *assets: str, partition: str) -> dict:
 
 def _write_ledger(lake: Lake, stage: str, partition: str, rows: list[dict]) -> str:
     table = pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
-    with lake.writer(LEDGER, f"{stage}/{partition}", LEDGER_SCHEMA) as w:
+    with lake.writer(LEDGER, lake.ledger_partition(stage, partition), LEDGER_SCHEMA) as w:
         w.write_table(table)
         return w.commit()
 
 
-def _ledger_row(doc: dict, partition: str, stage: str, reason: str, score=None, details: str = "", dup_of=None) -> dict:
-    return {"id": doc["id"], "url": doc["url"], "partition": partition, "stage": stage, "reason": reason,
-            "score": None if score is None else float(score), "details": details, "dup_of": dup_of,
-            "crawl": doc["crawl"], "origin_file": doc["origin_file"], "origin_offset": doc["origin_offset"]}
+def _ledger_row(doc: dict, partition: str, rejection: Rejection, dup_of=None) -> dict:
+    return {"id": doc["id"], "url": doc["url"], "partition": partition, "stage": rejection.stage, "reason": rejection.reason,
+            "score": None if rejection.score is None else float(rejection.score), "details": rejection.details,
+            "dup_of": dup_of, "crawl": doc["crawl"], "origin_file": doc["origin_file"], "origin_offset": doc["origin_offset"]}
 
 
 # ---- dedup -------------------------------------------------------------------------
-def dedup_partition(lake: Lake, partition: str, config: DedupConfig = DedupConfig()) -> dict:
+def dedup_partition(ctx: StageContext, config: DedupConfig = DedupConfig()) -> dict:
     t0 = time.perf_counter()
+    lake, partition = ctx.lake, ctx.partition
     docs = _read(lake, "raw_crawl", partition)
-    index = DedupIndex(lake.root / "dedup_index")
+    index = DedupIndex(lake.dedup_index_dir())
     res = index.deduplicate(partition, docs.column("id").to_pylist(), docs.column("text").to_pylist(), config)
-    report = StageReport("deduped", partition, rows_in=docs.num_rows)
+    report = StageReport("deduped", partition, config, rows_in=docs.num_rows)
     ledger = []
     meta = docs.select(["id", "url", "crawl", "origin_file", "origin_offset"]).to_pylist()
     for i in np.nonzero(~res.keep)[0]:
         report.reasons[res.reason[i]] += 1
-        ledger.append(_ledger_row(meta[i], partition, "dedup", res.reason[i], res.score[i], dup_of=res.dup_of[i]))
+        ledger.append(_ledger_row(meta[i], partition, Rejection("dedup", res.reason[i], res.score[i]), dup_of=res.dup_of[i]))
     kept = docs.append_column("dup_cluster", pa.array(res.cluster, pa.string())).filter(pa.array(res.keep))
     hasher = config.hasher()
     report.extra = {"ledger_hash": _write_ledger(lake, "dedup", partition, ledger), "index_seq": res.seq,
@@ -119,149 +114,138 @@ def dedup_partition(lake: Lake, partition: str, config: DedupConfig = DedupConfi
                     "lsh": {"bands": hasher.bands, "rows": hasher.rows, "num_perm": hasher.num_perm, "ngram": hasher.ngram,
                             "threshold": config.threshold}}
     report.seconds = time.perf_counter() - t0
-    return _write(lake, "deduped", partition, kept.cast(DEDUPED_SCHEMA), report, _upstream(lake, "raw_crawl", partition=partition))
+    return _write(lake, kept.cast(DEDUPED_SCHEMA), report, _upstream(lake, "raw_crawl", partition=partition))
+
+
+def _no_exact_duplicates(lake: Lake, manifest: dict) -> CheckResult:
+    hashes = [text_hash(t) for t in pq.read_table(manifest["path"], columns=["text"]).column("text").to_pylist()]
+    dupes = len(hashes) - len(set(hashes))
+    return CheckResult(dupes == 0, {"duplicate_texts": dupes})
+
+
+DEDUP = Stage(
+    name="deduped", config=DedupConfig, run=dedup_partition, inputs=("raw_crawl",), partitioned=True,
+    description="raw_crawl minus exact and near duplicates, against this file and every file ingested before it.\n\n"
+                "Signatures and LSH band keys go into `dedup_index/` (Parquet, matched with DuckDB joins); each cluster "
+                "keeps its earliest document (file order, then position). Removed documents are in the rejection ledger "
+                "with the survivor's id and the estimated Jaccard.",
+    checks=(Check("no_exact_duplicates", "No two kept documents share a normalized-text hash.", _no_exact_duplicates),),
+)
 
 
 # ---- taggers -----------------------------------------------------------------------
-def langid_partition(lake: Lake, partition: str, model_path: str | None = None) -> dict:
+def tag_partition(tagger: Tagger, ctx: StageContext, config) -> dict:
+    """Run one tagger over `deduped[partition]` and write its attribute file."""
     t0 = time.perf_counter()
-    docs = _read(lake, "deduped", partition, ["id", "text"])
-    labels, scores = langid.identify(docs.column("text").to_pylist(), model_path)
-    report = StageReport("language_id", partition, rows_in=docs.num_rows)
-    report.extra = {"languages": dict(Counter(labels).most_common()), "model": str(langid.resolve_model_path(model_path))}
+    docs = _read(ctx.lake, "deduped", ctx.partition, ["id", "text"])
+    columns, extra = tagger.tag(docs.column("text").to_pylist(), config)
+    report = StageReport(tagger.name, ctx.partition, config, rows_in=docs.num_rows, extra=extra)
     report.seconds = time.perf_counter() - t0
-    table = pa.table({"id": docs.column("id"), "lang": pa.array(labels, pa.string()), "lang_score": pa.array(scores, pa.float32())})
-    return _write(lake, "language_id", partition, table, report, _upstream(lake, "deduped", partition=partition))
+    table = pa.table({"id": docs.column("id"), **columns}, schema=pa.schema([("id", pa.string()), *tagger.attributes]))
+    return _write(ctx.lake, table, report, _upstream(ctx.lake, "deduped", partition=ctx.partition))
 
 
-def _pii_chunk(texts):
-    out = []
-    for t in texts:
-        spans = pii.find_pii(t)
-        out.append((pii.count_by_type(spans), [{"start": s.start, "end": s.end, "type": s.type} for s in spans]))
-    return out
-
-
-def pii_partition(lake: Lake, partition: str, workers: int = 1) -> dict:
-    t0 = time.perf_counter()
-    docs = _read(lake, "deduped", partition, ["id", "text"])
-    found = map_chunks(_pii_chunk, docs.column("text").to_pylist(), workers)
-    report = StageReport("pii_tags", partition, rows_in=docs.num_rows)
-    totals = Counter()
-    for counts, _ in found:
-        totals.update(counts)
-    report.extra = {"pii_found": {k: totals[k] for k in pii.PII_TYPES}, "docs_with_pii": sum(bool(s) for _, s in found)}
-    report.seconds = time.perf_counter() - t0
-    table = pa.table({"id": docs.column("id"), "pii_counts": pa.array([c for c, _ in found], PII_COUNTS),
-                      "pii_spans": pa.array([s for _, s in found], pa.list_(PII_SPAN))})
-    return _write(lake, "pii_tags", partition, table, report, _upstream(lake, "deduped", partition=partition))
-
-
-def toxicity_partition(lake: Lake, partition: str, model_path: str | None = None, label: str = "__label__toxic") -> dict:
-    t0 = time.perf_counter()
-    docs = _read(lake, "deduped", partition, ["id", "text"])
-    scorer = toxicity.make_scorer(model_path, label)
-    line_scores = toxicity.score_documents(docs.column("text").to_pylist(), scorer)
-    doc_scores = [float(s.max()) if len(s) else 0.0 for s in line_scores]
-    report = StageReport("toxicity_tags", partition, rows_in=docs.num_rows)
-    report.extra = {"scorer": scorer.name, "score_histogram": np.histogram(doc_scores, bins=10, range=(0, 1))[0].tolist()}
-    report.seconds = time.perf_counter() - t0
-    table = pa.table({"id": docs.column("id"), "toxicity": pa.array(doc_scores, pa.float32()),
-                      "line_toxicity": pa.array([s.tolist() for s in line_scores], pa.list_(pa.float32()))})
-    return _write(lake, "toxicity_tags", partition, table, report, _upstream(lake, "deduped", partition=partition))
-
-
-def _quality_chunk(texts):
-    return [quality.quality_metrics(t) for t in texts]
-
-
-def quality_partition(lake: Lake, partition: str, workers: int = 1) -> dict:
-    t0 = time.perf_counter()
-    docs = _read(lake, "deduped", partition, ["id", "text"])
-    metrics = map_chunks(_quality_chunk, docs.column("text").to_pylist(), workers)
-    report = StageReport("quality_tags", partition, rows_in=docs.num_rows)
-    fails = Counter(r for m in metrics for r in quality.quality_failures(m))
-    report.extra = {"rule_failures_at_default_thresholds": dict(fails.most_common())}
-    report.seconds = time.perf_counter() - t0
-    table = pa.table({"id": docs.column("id"), "quality": pa.array(metrics, QUALITY_SCHEMA.field("quality").type)})
-    return _write(lake, "quality_tags", partition, table, report, _upstream(lake, "deduped", partition=partition))
+def tagger_stage(tagger: Tagger) -> Stage:
+    return Stage(name=tagger.name, config=tagger.tag_config, run=functools.partial(tag_partition, tagger),
+                 description=tagger.description, inputs=("deduped",), checks=tagger.checks, partitioned=True)
 
 
 # ---- filter ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FilterConfig:
-    keep_languages: tuple[str, ...] = ("en", "de", "fr", "es")  # empty: keep every language
-    min_lang_score: float = 0.65
-    toxicity_threshold: float = 0.5
-    toxicity_mode: str = "lines"  # "lines": drop offending lines; "document": drop the whole document
-    max_toxic_fraction: float = 0.5  # lines mode: drop the document when more of its characters are toxic
-    # Languages the toxicity scorer was trained on; the shipped classifier is English-only and
-    # flags ordinary German/French text, so its scores are ignored elsewhere. Empty: all.
-    toxicity_languages: tuple[str, ...] = ("en",)
-    max_pii_spans: int = 20  # more PII than this and the page is a data dump: drop it
-    quality: quality.QualityThresholds = quality.QualityThresholds()
+@functools.cache
+def _curate_config_class(filters: tuple[tuple[str, type], ...]) -> type:
+    fields = [(name, cls, field(default=cls(), metadata={"doc": f"thresholds applied to `{name}`"})) for name, cls in filters]
+    fields += [("max_drop_rate", float, param(0.95, "blocking check: most documents the filter may remove (share)")),
+               ("min_drop_rate", float, param(0.0, "blocking check: fewest documents the filter must remove (share)"))]
+    return dataclasses.make_dataclass("CurateConfig", fields, frozen=True,
+                                      namespace={"__doc__": "Thresholds of every registered tagger, applied by curated_web."})
 
 
-def _apply_filters(doc: dict, lang: dict, tags_pii: dict, tox: dict, qual: dict, cfg: FilterConfig):
-    """(kept text, toxic lines removed) or (None, (stage, reason, score, details))."""
-    if cfg.keep_languages and lang["lang"] not in cfg.keep_languages:
-        return None, ("language", "language:not_kept", lang["lang_score"], lang["lang"])
-    if lang["lang_score"] < cfg.min_lang_score:
-        return None, ("language", "language:low_confidence", lang["lang_score"], lang["lang"])
-    toxicity_applies = not cfg.toxicity_languages or lang["lang"] in cfg.toxicity_languages
-    line_scores = (tox["line_toxicity"] or []) if toxicity_applies else []
-    if cfg.toxicity_mode == "document" and toxicity_applies and tox["toxicity"] >= cfg.toxicity_threshold:
-        return None, ("toxicity", "toxicity:document", tox["toxicity"], "")
-    spans = tags_pii["pii_spans"] or []
-    if len(spans) > cfg.max_pii_spans:
-        return None, ("pii", "pii:too_many_spans", float(len(spans)), str(tags_pii["pii_counts"]))
-    failures = quality.failed_rules(qual["quality"], cfg.quality)
-    if failures:
-        (reason, metric), reasons = failures[0], ",".join(r for r, _ in failures)
-        return None, ("quality", reason, qual["quality"][metric], reasons)
-    text = pii.redact(doc["text"], [pii.Span(s["start"], s["end"], s["type"]) for s in spans])
-    lines = text.split("\n")
-    bad = [i for i, s in enumerate(line_scores) if s >= cfg.toxicity_threshold] if cfg.toxicity_mode == "lines" else []
-    if bad:
-        bad_chars = sum(len(lines[i]) for i in bad)
-        if bad_chars > cfg.max_toxic_fraction * max(len(text), 1):
-            return None, ("toxicity", "toxicity:mostly_toxic", tox["toxicity"], f"{len(bad)}/{len(lines)} lines")
-        drop = set(bad)
-        lines = [x for i, x in enumerate(lines) if i not in drop]
-    return "\n".join(lines), len(bad)
+def curate_config_class(taggers: list[Tagger] | None = None) -> type:
+    """The curated_web config: one nested section per tagger with thresholds, plus the drop-rate bounds."""
+    taggers = TAGGERS if taggers is None else taggers
+    return _curate_config_class(tuple((t.name, t.filter_config) for t in taggers if t.filter_config is not NoConfig))
 
 
-def curate_partition(lake: Lake, partition: str, cfg: FilterConfig = FilterConfig()) -> dict:
+def curated_schema(taggers: list[Tagger] | None = None) -> pa.Schema:
+    schema = DEDUPED_SCHEMA
+    for t in TAGGERS if taggers is None else taggers:
+        for f in t.carry:
+            schema = schema.append(f)
+    return schema
+
+
+def _decide(text: str, row: dict, taggers: list[Tagger], filters: dict) -> tuple[str, dict] | Rejection:
+    """Every tagger's rejection rule in order, then every rewrite: the kept text and new columns, or why not."""
+    for t in taggers:
+        rejection = t.reject(row, filters[t.name]) if t.reject else None
+        if rejection:
+            return rejection
+    added: dict = {}
+    for t in taggers:
+        if t.rewrite:
+            out = t.rewrite(text, row, filters[t.name])
+            if isinstance(out, Rejection):
+                return out
+            text, new = out
+            added.update(new)
+    return text, added
+
+
+def curate_partition(ctx: StageContext, cfg=None) -> dict:
     t0 = time.perf_counter()
+    lake, partition, taggers = ctx.lake, ctx.partition, list(TAGGERS)
+    cfg = cfg if cfg is not None else curate_config_class(taggers)()
     docs = _read(lake, "deduped", partition)
-    attrs = {name: _read(lake, name, partition) for name in ("language_id", "pii_tags", "toxicity_tags", "quality_tags")}
+    attrs = {t.name: _read(lake, t.name, partition) for t in taggers}
     for name, table in attrs.items():
         if not table.column("id").equals(docs.column("id")):
             raise ValueError(f"{name}[{partition}] is out of date with deduped[{partition}]: re-materialize {name}")
-    report = StageReport("curated_web", partition, rows_in=docs.num_rows)
-    doc_rows = docs.to_pylist()
-    lang_rows, pii_rows, tox_rows, q_rows = (attrs[n].to_pylist() for n in ("language_id", "pii_tags", "toxicity_tags", "quality_tags"))
-    kept, ledger, kept_lang = [], [], Counter()
-    redacted = Counter()
-    for doc, lang, tp, tox, q in zip(doc_rows, lang_rows, pii_rows, tox_rows, q_rows):
-        text, info = _apply_filters(doc, lang, tp, tox, q, cfg)
-        if text is None:
-            stage, reason, score, details = info
-            report.reasons[reason] += 1
-            ledger.append(_ledger_row(doc, partition, stage, reason, score, details))
+    report = StageReport("curated_web", partition, cfg, rows_in=docs.num_rows)
+    schema = curated_schema(taggers)
+    carried = [f.name for f in schema][len(DEDUPED_SCHEMA):]
+    columns = {name: table.drop_columns(["id"]).to_pydict() for name, table in attrs.items()}
+    filters = {t.name: getattr(cfg, t.name, NoConfig()) for t in taggers}
+    kept, ledger = [], []
+    for i, doc in enumerate(docs.to_pylist()):
+        row = dict(doc)
+        for cols in columns.values():
+            row.update({c: values[i] for c, values in cols.items()})
+        decision = _decide(doc["text"], row, taggers, filters)
+        if isinstance(decision, Rejection):
+            report.reasons[decision.reason] += 1
+            ledger.append(_ledger_row(doc, partition, decision))
             continue
-        redacted.update({k: v for k, v in tp["pii_counts"].items() if v})
-        kept_lang[lang["lang"]] += 1
-        kept.append({**doc, "text": text, "lang": lang["lang"], "lang_score": lang["lang_score"], "pii_counts": tp["pii_counts"],
-                     "toxicity": tox["toxicity"], "toxic_lines_removed": info})
-    table = pa.Table.from_pylist(kept, schema=CURATED_SCHEMA)
-    report.extra = {"ledger_hash": _write_ledger(lake, "curation", partition, ledger), "languages_kept": dict(kept_lang.most_common()),
-                    "pii_redacted": dict(redacted), "toxic_lines_removed": int(pc.sum(table.column("toxic_lines_removed")).as_py() or 0),
-                    "drop_rate": (docs.num_rows - table.num_rows) / max(docs.num_rows, 1),
-                    "config": {"keep_languages": list(cfg.keep_languages), "min_lang_score": cfg.min_lang_score,
-                               "toxicity_threshold": cfg.toxicity_threshold, "toxicity_mode": cfg.toxicity_mode,
-                               "toxicity_languages": list(cfg.toxicity_languages),
-                               "max_pii_spans": cfg.max_pii_spans}}
+        text, added = decision
+        row.update(added)
+        kept.append({**doc, "text": text, **{c: row[c] for c in carried}})
+    table = pa.Table.from_pylist(kept, schema=schema)
+    report.extra = {"ledger_hash": _write_ledger(lake, "curation", partition, ledger),
+                    "drop_rate": (docs.num_rows - table.num_rows) / max(docs.num_rows, 1)}
+    for t in taggers:
+        if t.kept_summary:
+            report.extra.update(t.kept_summary(kept))
     report.seconds = time.perf_counter() - t0
-    inputs = _upstream(lake, "deduped", "language_id", "pii_tags", "toxicity_tags", "quality_tags", partition=partition)
-    return _write(lake, "curated_web", partition, table, report, inputs)
+    return _write(lake, table, report, _upstream(lake, "deduped", *attrs, partition=partition))
+
+
+def _drop_rate_within_bounds(lake: Lake, manifest: dict) -> CheckResult:
+    low, high, rate = manifest["config"]["min_drop_rate"], manifest["config"]["max_drop_rate"], manifest["drop_rate"]
+    return CheckResult(low <= rate <= high, {"drop_rate": rate, "bounds": f"[{low}, {high}]"})
+
+
+def curated_stage(taggers: list[Tagger] | None = None) -> Stage:
+    taggers = TAGGERS if taggers is None else taggers
+    checks = [Check("drop_rate_within_bounds", "The share of documents removed is within the configured bounds.",
+                    _drop_rate_within_bounds), *(c for t in taggers for c in t.curated_checks)]
+    return Stage(
+        name="curated_web", config=curate_config_class(taggers), run=curate_partition, partitioned=True,
+        inputs=("deduped", *(t.name for t in taggers)), checks=tuple(checks),
+        description="Web documents that pass every tagger's thresholds; PII redacted with typed placeholders, toxic "
+                    "lines removed. Every removed document has a row in `rejection_ledger` (stage, reason, score) - query "
+                    "it with DuckDB.",
+    )
+
+
+def curation_stages() -> list[Stage]:
+    """dedup, one stage per registered tagger, the filter: what orchestration turns into assets."""
+    return [DEDUP, *(tagger_stage(t) for t in TAGGERS), curated_stage()]

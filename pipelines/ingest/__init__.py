@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from pipelines.contract import Stage, StageContext, config_to_dict, param
 from pipelines.ingest.sources import ingest_source
 from pipelines.ingest.warc import IngestStats, ingest_warc
 from pipelines.lake import Lake
 from pipelines.schema import DOCUMENT_SCHEMA, SCHEMA_VERSION
 
+SOURCE_KINDS = ("books", "code", "wiki", "arxiv", "qa")
 
-def write_documents(lake: Lake, asset: str, partition_key: str | None, batches, stats: IngestStats, inputs: dict) -> dict:
+
+@dataclass(frozen=True)
+class CrawlIngestConfig:
+    """Knobs of WARC/WET ingest (defaults suit Common Crawl)."""
+
+    extractor: Literal["resiliparse", "trafilatura"] = param("resiliparse", "HTML main-text extractor")
+    min_text_chars: int = param(1, "pages with less extracted text are counted as `no_text`")
+    max_record_mb: float = param(20.0, "records with a larger payload are counted as `too_large` and skipped")
+
+
+@dataclass(frozen=True)
+class SourceIngestConfig:
+    """How a JSONL/Parquet corpus maps onto documents."""
+
+    text_field: str = param("text", "the field that holds each document's text")
+
+
+def write_documents(lake: Lake, asset: str, partition_key: str | None, batches, stats: IngestStats, inputs: dict,
+                    config=None) -> dict:
     """Stream row batches into the lake atomically and write the partition manifest."""
     with lake.writer(asset, partition_key, DOCUMENT_SCHEMA) as writer:
         for rows in batches:
@@ -23,26 +46,68 @@ def write_documents(lake: Lake, asset: str, partition_key: str | None, batches, 
         "content_types": dict(stats.content_types), "file_bytes": stats.file_bytes,
         "payload_bytes": stats.payload_bytes, "text_chars": stats.text_chars,
         "skipped_bytes": stats.skipped_bytes, "errors": stats.errors, "seconds": round(stats.seconds, 3),
+        "config": config_to_dict(config) if config is not None else {},
     }
     lake.write_manifest(asset, partition_key, manifest)
     return manifest
 
 
-def ingest_crawl_file(lake: Lake, crawl_dir: Path, partition_key: str, progress=None, **options) -> dict:
+def ingest_crawl_file(lake: Lake, crawl_dir: Path, partition_key: str, progress=None,
+                      config: CrawlIngestConfig = CrawlIngestConfig()) -> dict:
     """Ingest `crawl_dir/partition_key` into the `raw_crawl` asset; returns its manifest."""
     path = Path(crawl_dir) / partition_key
     if not path.is_file():
         raise FileNotFoundError(f"crawl file {path} not found: is CRAWL_DIR ({crawl_dir}) right, or was the file moved?")
     stats = IngestStats()
-    batches = ingest_warc(path, partition_key, stats=stats, progress=progress, **options)
+    batches = ingest_warc(path, partition_key, stats=stats, progress=progress, extractor=config.extractor,
+                          min_text_chars=config.min_text_chars, max_record_bytes=int(config.max_record_mb * (1 << 20)))
     inputs = {"file": str(path), "size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns}
-    return write_documents(lake, "raw_crawl", partition_key, batches, stats, inputs)
+    return write_documents(lake, "raw_crawl", partition_key, batches, stats, inputs, config)
 
 
-def ingest_source_dir(lake: Lake, sources_dir: Path, source: str, **options) -> dict:
+def ingest_source_dir(lake: Lake, sources_dir: Path, source: str, config: SourceIngestConfig = SourceIngestConfig()) -> dict:
     """Ingest every corpus file under `sources_dir/source` into the `source_<source>` asset."""
     directory = Path(sources_dir) / source
     stats = IngestStats()
-    batches = ingest_source(directory, source, stats=stats, **options)
+    batches = ingest_source(directory, source, stats=stats, text_field=config.text_field)
     files = [str(p) for p in sorted(directory.rglob("*")) if p.is_file()] if directory.is_dir() else []
-    return write_documents(lake, f"source_{source}", None, batches, stats, {"directory": str(directory), "files": files})
+    return write_documents(lake, f"source_{source}", None, batches, stats, {"directory": str(directory), "files": files}, config)
+
+
+def _need_inputs(ctx: StageContext):
+    if ctx.inputs is None:
+        raise ValueError("ingest needs the input locations (CRAWL_DIR, SOURCES_DIR): pass StageContext.inputs")
+    return ctx.inputs
+
+
+def _ingest_crawl(ctx: StageContext, cfg: CrawlIngestConfig) -> dict:
+    manifest = ingest_crawl_file(ctx.lake, _need_inputs(ctx).crawl_dir, ctx.partition, ctx.log, cfg)
+    skipped = {k: v for k, v in manifest["outcomes"].items() if k != "kept"}
+    ctx.log(f"{ctx.partition}: kept {manifest['rows']} documents; skipped {skipped}")
+    for err in manifest["errors"][:5]:
+        ctx.warn(err)
+    return manifest
+
+
+def _ingest_source(kind: str, ctx: StageContext, cfg: SourceIngestConfig) -> dict:
+    manifest = ingest_source_dir(ctx.lake, _need_inputs(ctx).sources_dir, kind, cfg)
+    if not manifest["rows"]:
+        ctx.warn(f"no {kind} documents under {manifest['inputs']['directory']}")
+    return manifest
+
+
+RAW_CRAWL = Stage(
+    name="raw_crawl", config=CrawlIngestConfig, partitioned=True, reads_inputs=True, run=_ingest_crawl,
+    description="Documents extracted from one crawl file (WARC or WET, gzip or plain).\n\nHTML responses are decoded "
+                "(HTTP/meta charset, then detection) and reduced to their main text; every other record ends in a counted "
+                "outcome (non-HTML, HTTP error, corrupt, undecodable ...). Output: `raw_crawl/<file>/part-00000.parquet`.")
+
+
+def source_stage(kind: str) -> Stage:
+    return Stage(
+        name=f"source_{kind}", config=SourceIngestConfig, reads_inputs=True, run=functools.partial(_ingest_source, kind),
+        description=f"The `{kind}` corpus: every JSONL / JSONL.gz / Parquet file under SOURCES_DIR/{kind}, as documents "
+                    "in the lake's schema. Malformed lines are counted and skipped.")
+
+
+SOURCE_STAGES = [source_stage(kind) for kind in SOURCE_KINDS]

@@ -12,9 +12,9 @@ import re
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 

@@ -13,7 +13,7 @@ import html
 import json
 import random
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pipelines.curation.pii import luhn_check_digit
@@ -162,7 +162,7 @@ class CrawlBuilder:
         title = rng.choice(lexicon.SPAM_PHRASES).upper()
         rec = PlantedRecord(file=file, url=f"http://spam-{rng.getrandbits(24):06x}.example.biz/offer", kind="spam",
                             lang="en", charset="utf-8", main_text="\n".join([title, *lines]))
-        page = "<html><head><title>{0}</title></head><body>{1}</body></html>".format(
+        page = "<html><head><title>{}</title></head><body>{}</body></html>".format(
             html.escape(title), "".join(f"<p>{html.escape(x)}</p>" for x in lines))
         return rec, page
 
@@ -189,7 +189,7 @@ def generate_crawl(out_dir: Path, truth_path: Path, seed: int = 0, n_files: int 
     """Write `n_files` WARC files (the last one uncompressed) and one WET file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     b = CrawlBuilder(seed)
-    start = datetime(2024, 3, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 3, 1, tzinfo=UTC)
     wet_candidates: list[tuple[PlantedRecord, str, str]] = []
     for f in range(n_files):
         compress = f < n_files - 1 or n_files == 1

@@ -9,25 +9,25 @@ shares of the shards match the targets.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import random
-import shutil
 import time
-import uuid
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from pipelines.lake import Lake
+from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param
+from pipelines.lake import Lake, atomic_directory
 from pipelines.tokenize import mixture as mix
 from pipelines.tokenize import shards as sh
 from pipelines.tokenize import tokenizer as tk
 
 SOURCES = ("books", "code", "wiki", "arxiv", "qa")
+BATCH_DOCS = 4096  # documents encoded per batch while writing shards
+ROUNDTRIP_SAMPLES = 64  # documents decoded back and compared with their text before the shards are committed
 MIXTURE_SCHEMA = pa.schema([("source", pa.string()), ("id", pa.string()), ("repeat", pa.int32()), ("tokens", pa.int64()),
                             ("asset", pa.string()), ("origin_file", pa.string())])
 
@@ -50,29 +50,55 @@ def upstream_versions(lake: Lake) -> dict[str, str]:
     """asset[partition] -> content hash of every lake input the corpus is made of."""
     versions = {}
     for asset in ["curated_web", *(f"source_{s}" for s in SOURCES)]:
-        base = lake.root / asset
-        if base.is_dir():
-            for manifest in sorted(base.glob("*/manifest.json")):
-                m = json.loads(manifest.read_text())
-                versions[f"{asset}[{m.get('partition') or ''}]"] = m["content_hash"]
+        for m in lake.manifests(asset):
+            versions[f"{asset}[{m.get('partition') or ''}]"] = m["content_hash"]
     return versions
 
 
-@contextlib.contextmanager
-def _atomic_dir(final: Path):
-    """Build a directory beside `final`, then swap it into place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
-    tmp.mkdir()
-    try:
-        yield tmp
-        old = final.parent / f".{final.name}.{uuid.uuid4().hex}.old"
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+@dataclass(frozen=True)
+class MixtureWeights:
+    preset: str = param("llama1", f"named per-source weights: {', '.join(mix.PRESETS)}")
+    weights: dict[str, float] = param({}, "explicit per-source weights, e.g. {web: 0.7, code: 0.3}; override the preset")
+
+    def resolved(self) -> dict[str, float]:
+        if self.weights:
+            return dict(self.weights)
+        if self.preset not in mix.PRESETS:
+            raise ValueError(f"unknown mixture preset {self.preset!r}; choose one of {sorted(mix.PRESETS)} or give weights")
+        return dict(mix.PRESETS[self.preset])
+
+
+@dataclass(frozen=True)
+class TokenizerConfig(MixtureWeights):
+    """Byte-level BPE trained on a weighted sample of the corpus, or a given tokenizer.json."""
+
+    vocab_size: int = param(8192, "BPE vocabulary size, special tokens included")
+    sample_chars: int = param(20_000_000, "characters of text the BPE trains on (sampled by the weights)")
+    model_max_length: int = param(1024, "longest sequence the tokenizer declares")
+    seed: int = param(0, "seed of the training sample")
+    tokenizer_json: str | None = param(None, "use this tokenizer.json instead of training one")
+
+
+@dataclass(frozen=True)
+class MixtureConfig(MixtureWeights):
+    """Which documents, and how often, go into training so each source's token share matches its weight."""
+
+    token_budget: int = param(0, "tokens to select; 0 = the largest budget in which web text is not repeated and "
+                                 "no source exceeds max_epochs")
+    max_epochs: float = param(4.0, "most times any source may be repeated")
+    warn_epochs: float = param(2.0, "warn when a source is repeated more than this")
+    seed: int = param(0, "seed of the per-source sampling")
+
+
+@dataclass(frozen=True)
+class ShardsConfig:
+    """Train/validation token shards."""
+
+    val_fraction: float = param(0.02, "share of documents (by id hash) in the validation split")
+    shard_tokens: int = param(1 << 24, "tokens per shard file")
+    seed: int = param(0, "seed of the global shuffle")
+    max_share_deviation: float = param(0.02, "blocking check: largest realized-vs-target token share deviation "
+                                             "for sources with enough data")
 
 
 # ---- tokenizer -----------------------------------------------------------------------
@@ -93,21 +119,21 @@ def _sample_texts(corpus: dict[str, pa.Table], weights: dict[str, float], sample
     return texts
 
 
-def tokenizer_stage(lake: Lake, *, vocab_size: int = 8192, sample_chars: int = 20_000_000, weights: dict | None = None,
-                    model_max_length: int = 1024, seed: int = 0, tokenizer_json: str | None = None) -> dict:
+def tokenizer_stage(ctx: StageContext, cfg: TokenizerConfig) -> dict:
+    lake = ctx.lake
     t0 = time.perf_counter()
     corpus = load_corpus(lake)
     if not corpus:
         raise FileNotFoundError("no documents in the lake: materialize curated_web and the source_* assets first")
-    if tokenizer_json:
-        tok, trained_on = tk.load_tokenizer_json(Path(tokenizer_json)), {"given": tokenizer_json}
+    if cfg.tokenizer_json:
+        tok, trained_on = tk.load_tokenizer_json(Path(cfg.tokenizer_json)), {"given": cfg.tokenizer_json}
     else:
-        texts = _sample_texts(corpus, weights or mix.PRESETS["llama1"], sample_chars, seed)
-        tok = tk.train_bpe(texts, vocab_size)
+        texts = _sample_texts(corpus, cfg.resolved(), cfg.sample_chars, cfg.seed)
+        tok = tk.train_bpe(texts, cfg.vocab_size)
         trained_on = {"documents": len(texts), "chars": sum(map(len, texts))}
     final = lake.partition_dir("tokenizer")
-    with _atomic_dir(final) as tmp:
-        tk.save_hf(tok, tmp, model_max_length)
+    with atomic_directory(final) as tmp:
+        tk.save_hf(tok, tmp, cfg.model_max_length)
     groups: dict[str, list[str]] = defaultdict(list)
     if "web" in corpus:
         for text, lang in zip(corpus["web"].column("text").to_pylist()[:4000], corpus["web"].column("lang").to_pylist()[:4000]):
@@ -116,8 +142,9 @@ def tokenizer_stage(lake: Lake, *, vocab_size: int = 8192, sample_chars: int = 2
         if s in corpus:
             groups[s] = corpus[s].column("text").to_pylist()[:1000]
     manifest = {"asset": "tokenizer", "path": str(final), "vocab_size": tok.get_vocab_size(), "content_hash": tk.tokenizer_hash(final),
-                "special_tokens": tk.SPECIAL_TOKENS, "model_max_length": model_max_length, "trained_on": trained_on,
-                "fertility": tk.fertility(tok, groups), "inputs": upstream_versions(lake), "seconds": round(time.perf_counter() - t0, 3)}
+                "special_tokens": tk.SPECIAL_TOKENS, "model_max_length": cfg.model_max_length, "trained_on": trained_on,
+                "fertility": tk.fertility(tok, groups), "inputs": upstream_versions(lake), "config": config_to_dict(cfg),
+                "seconds": round(time.perf_counter() - t0, 3)}
     lake.write_manifest("tokenizer", None, manifest)
     return manifest
 
@@ -130,15 +157,15 @@ def _token_counts(tok, texts: list[str], batch: int = 2048) -> list[int]:
     return out
 
 
-def mixture_stage(lake: Lake, *, weights: dict[str, float], token_budget: int = 0, max_epochs: float = 4.0,
-                  warn_epochs: float = 2.0, seed: int = 0) -> dict:
+def mixture_stage(ctx: StageContext, cfg: MixtureConfig) -> dict:
+    lake, max_epochs, warn_epochs = ctx.lake, cfg.max_epochs, cfg.warn_epochs
     t0 = time.perf_counter()
     tok = tk.load_for_encoding(lake.partition_dir("tokenizer"))
     corpus = load_corpus(lake)
-    weights = mix.normalize_weights(weights)
+    weights = mix.normalize_weights(cfg.resolved())
     counts = {s: _token_counts(tok, corpus[s].column("text").to_pylist()) for s in weights if s in corpus}
-    budget = token_budget or mix.auto_budget(weights, {s: sum(c) for s, c in counts.items()}, max_epochs)
-    picks, plans = mix.plan_mixture(counts, weights, budget, max_epochs, seed)
+    budget = cfg.token_budget or mix.auto_budget(weights, {s: sum(c) for s, c in counts.items()}, max_epochs)
+    picks, plans = mix.plan_mixture(counts, weights, budget, max_epochs, cfg.seed)
     rows = []
     for source, idx in picks.items():
         table = corpus[source]
@@ -160,9 +187,9 @@ def mixture_stage(lake: Lake, *, weights: dict[str, float], token_budget: int = 
                 for p in plans if p.epochs > warn_epochs]
     warnings += [f"{p.source} cannot reach its target: capped at {max_epochs} epochs" for p in plans if p.capped]
     manifest = {"asset": "mixture", "path": str(lake.data_path("mixture")), "content_hash": content_hash, "rows": len(rows),
-                "token_budget": budget, "realized_tokens": total, "weights": weights, "max_epochs": max_epochs, "seed": seed,
+                "token_budget": budget, "realized_tokens": total, "weights": weights, "max_epochs": max_epochs, "seed": cfg.seed,
                 "sources": table, "warnings": warnings, "tokenizer_hash": tk.tokenizer_hash(lake.partition_dir("tokenizer")),
-                "inputs": upstream_versions(lake), "seconds": round(time.perf_counter() - t0, 3)}
+                "inputs": upstream_versions(lake), "config": config_to_dict(cfg), "seconds": round(time.perf_counter() - t0, 3)}
     lake.write_manifest("mixture", None, manifest)
     return manifest
 
@@ -173,8 +200,8 @@ def _is_validation(doc_id: str, val_fraction: float) -> bool:
     return xxhash.xxh64_intdigest(doc_id.encode()) % 1_000_000 < val_fraction * 1_000_000
 
 
-def shards_stage(lake: Lake, *, val_fraction: float = 0.02, shard_tokens: int = 1 << 24, seed: int = 0,
-                 batch_docs: int = 4096, roundtrip_samples: int = 64) -> dict:
+def shards_stage(ctx: StageContext, cfg: ShardsConfig) -> dict:
+    lake, val_fraction, seed = ctx.lake, cfg.val_fraction, cfg.seed
     t0 = time.perf_counter()
     tok_dir = lake.partition_dir("tokenizer")
     tok = tk.load_for_encoding(tok_dir)
@@ -194,17 +221,17 @@ def shards_stage(lake: Lake, *, val_fraction: float = 0.02, shard_tokens: int = 
     final = lake.partition_dir("tokenized_shards")
     realized: dict[str, Counter] = {"train": Counter(), "validation": Counter()}
     samples = {}
-    with _atomic_dir(final) as tmp:
-        writers = {split: sh.ShardWriter(tmp / split, dtype, eos, shard_tokens) for split in ("train", "validation")}
+    with atomic_directory(final) as tmp:
+        writers = {split: sh.ShardWriter(tmp / split, dtype, eos, cfg.shard_tokens) for split in ("train", "validation")}
         docs_in = {"train": 0, "validation": 0}
         is_val = {doc_id: _is_validation(doc_id, val_fraction) for doc_id in set(ids)}
-        for start in range(0, len(order), batch_docs):
-            chunk = order[start:start + batch_docs]
+        for start in range(0, len(order), BATCH_DOCS):
+            chunk = order[start:start + BATCH_DOCS]
             texts = [text_of[(sources[i], ids[i])] for i in chunk]
             for i, text, enc in zip(chunk, texts, tok.encode_batch(texts)):
                 split = "validation" if is_val[ids[i]] else "train"
                 w = writers[split]
-                if len(samples) < roundtrip_samples and docs_in[split] % 7 == 0:
+                if len(samples) < ROUNDTRIP_SAMPLES and docs_in[split] % 7 == 0:
                     samples[(split, f"{len(w.shards):05d}.ds", len(w._ends))] = text
                 doc_ids = enc.ids
                 w.add(doc_ids)
@@ -216,7 +243,8 @@ def shards_stage(lake: Lake, *, val_fraction: float = 0.02, shard_tokens: int = 
         manifest = {"asset": "tokenized_shards", "path": str(final), "dtype": dtype.str, "eos_id": eos, "vocab_size": vocab,
                     "splits": {s: w.shards for s, w in writers.items()}, "val_fraction": val_fraction, "seed": seed,
                     "tokenizer_hash": tk.tokenizer_hash(tok_dir), "mixture_hash": mixture_manifest["content_hash"],
-                    "mixture_weights": mixture_manifest["weights"], "inputs": upstream_versions(lake)}
+                    "mixture_weights": mixture_manifest["weights"], "inputs": upstream_versions(lake),
+                    "config": config_to_dict(cfg)}
         problems = sh.validate_shards(tmp, manifest, decode=lambda ids_: tok.decode(ids_, skip_special_tokens=False),
                                       texts_by_position=samples)
         if problems:
@@ -236,3 +264,33 @@ def shards_stage(lake: Lake, *, val_fraction: float = 0.02, shard_tokens: int = 
     manifest["content_hash"] = sh.manifest_hash(manifest)
     lake.write_manifest("tokenized_shards", None, manifest)
     return manifest
+
+
+def _shards_valid(lake: Lake, manifest: dict) -> CheckResult:
+    problems = sh.validate_shards(manifest["path"], manifest)
+    return CheckResult(not problems, {"problems": problems[:20]})
+
+
+def _shares_match_mixture(lake: Lake, manifest: dict) -> CheckResult:
+    checked = {s["source"] for s in lake.read_manifest("mixture")["sources"] if s["enough_data"]}
+    deviations = {s: round(abs(manifest["realized_shares"].get(s, 0.0) - t), 4)
+                  for s, t in manifest["target_shares"].items() if s in checked}
+    worst = max(deviations.values(), default=0.0)
+    return CheckResult(worst <= manifest["config"]["max_share_deviation"], {"max_deviation": round(worst, 4), "deviations": deviations})
+
+
+TOKENIZER = Stage(
+    name="tokenizer", config=TokenizerConfig, run=tokenizer_stage, inputs=("curated_web", *(f"source_{s}" for s in SOURCES)),
+    description="A transformers-loadable tokenizer directory: byte-level BPE, special tokens for documents and chat roles, "
+                "pad/bos/eos and model_max_length set, and a chat template with assistant-mask markers.")
+MIXTURE = Stage(
+    name="mixture", config=MixtureConfig, run=mixture_stage, inputs=("tokenizer", "curated_web", *(f"source_{s}" for s in SOURCES)),
+    description="Which documents (and how many times) go into training, so that each source's share of *tokens* matches "
+                "its weight. Output: one row per emitted document (source, id, repeat, tokens).")
+SHARDS = Stage(
+    name="tokenized_shards", config=ShardsConfig, run=shards_stage, inputs=("mixture", "tokenizer"),
+    description="Train/validation token shards (.ds + .ds.index, uint16 when the vocabulary fits), globally shuffled, EOS "
+                "after every document, split by document id so repeats never leak into validation.",
+    checks=(Check("shards_valid", "Index matches files, every document ends in EOS, ids in vocabulary, hashes match.", _shards_valid),
+            Check("shares_match_mixture", "Realized token share within the allowed deviation of the target, for every source "
+                  "with enough data (not capped by max_epochs, target >= 20 mean documents).", _shares_match_mixture)))

@@ -12,8 +12,8 @@ Special tokens cannot be injected from document text: shards are encoded with
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 

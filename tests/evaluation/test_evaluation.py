@@ -10,14 +10,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from evaluation.contamination import contamination
 from evaluation.report import build_results, render_markdown, validate_results
 from evaluation.run import evaluate_checkpoint, is_refusal, multiple_choice
-from evaluation.tasks import McItem, bundled_generation, bundled_mc, load_user_tasks
-from orchestration.assets.evaluation import evaluation_assets
-from orchestration.assets.training import training_assets
+from evaluation.tasks import McItem, bundled_tasks, load_tasks
+from orchestration.defs.evaluation import evaluation_assets
+from orchestration.defs.training import training_assets
+from orchestration.factory import assets_only
 from orchestration.resources import InputsResource, LakeResource
 from pipelines.sample.chat import write_chat_data
-from training.dpo import DpoJob, run_dpo
-from training.pretrain import PretrainJob, run_pretrain
-from training.sft import SftJob, run_sft
+from training.dpo import DpoConfig, DpoJob, run_dpo
+from training.pretrain import PretrainConfig, PretrainJob, run_pretrain
+from training.sft import SftConfig, SftJob, run_sft
 
 SMALL = {"max_generation_items": 8, "max_mc_items": 6}
 
@@ -26,27 +27,26 @@ SMALL = {"max_generation_items": 8, "max_mc_items": 6}
 def models(token_lake, tmp_path_factory):
     """Tiny base -> SFT -> aligned checkpoints where the eval assets look for them."""
     chat = write_chat_data(tmp_path_factory.mktemp("chat"))
-    root = token_lake.root / "models"
     base = run_pretrain(PretrainJob(shards_dir=str(token_lake.partition_dir("tokenized_shards")),
                                     tokenizer_dir=str(token_lake.partition_dir("tokenizer")),
-                                    out_dir=str(root / "base_model" / "checkpoint"), preset="test", max_steps=10, eval_every=5),
-                        log=lambda m: None)
-    sft = run_sft(SftJob(base_dir=base["path"], data_path=str(chat["sft"]), out_dir=str(root / "sft_model" / "checkpoint"),
-                         steps=8, batch_size=4), log=lambda m: None)
-    run_dpo(DpoJob(sft_dir=sft["path"], pairs_path=str(chat["preferences"]), out_dir=str(root / "aligned_model" / "checkpoint"),
-                   steps=3, batch_size=4), log=lambda m: None)
+                                    out_dir=str(token_lake.checkpoint_dir("base_model")),
+                                    config=PretrainConfig(preset="test", max_steps=10, eval_every=5)), log=lambda m: None)
+    sft = run_sft(SftJob(base_dir=base["path"], data_path=str(chat["sft"]), out_dir=str(token_lake.checkpoint_dir("sft_model")),
+                         config=SftConfig(steps=8, batch_size=4)), log=lambda m: None)
+    run_dpo(DpoJob(sft_dir=sft["path"], pairs_path=str(chat["preferences"]), out_dir=str(token_lake.checkpoint_dir("aligned_model")),
+                   config=DpoConfig(steps=3, batch_size=4)), log=lambda m: None)
     return token_lake
 
 
 def _tasks():
-    gen = bundled_generation()
+    mc, gen = bundled_tasks()
     picked = [next(g for g in gen if g.task == t) for t in ("factuality", "safety", "helpfulness", "safety_seen")]
-    return bundled_mc()[:6], picked
+    return mc[:6], picked
 
 
 def test_eval_is_deterministic_and_results_match_the_schema(models):
     mc, gen = _tasks()
-    ckpt = models.root / "models" / "sft_model" / "checkpoint"
+    ckpt = models.checkpoint_dir("sft_model")
     a = evaluate_checkpoint(ckpt, models.partition_dir("tokenized_shards"), mc, gen)
     b = evaluate_checkpoint(ckpt, models.partition_dir("tokenized_shards"), mc, gen)
     assert json.dumps(a["results"], sort_keys=True) == json.dumps(b["results"], sort_keys=True)
@@ -63,8 +63,8 @@ def test_eval_is_deterministic_and_results_match_the_schema(models):
 
 
 def test_multiple_choice_prefers_the_likely_continuation(models):
-    tok = AutoTokenizer.from_pretrained(models.root / "models" / "base_model" / "checkpoint")
-    model = AutoModelForCausalLM.from_pretrained(models.root / "models" / "base_model" / "checkpoint").eval()
+    tok = AutoTokenizer.from_pretrained(models.checkpoint_dir("base_model"))
+    model = AutoModelForCausalLM.from_pretrained(models.checkpoint_dir("base_model")).eval()
     with torch.no_grad():
         model.lm_head.weight.zero_()  # a model that scores every token equally
     res = multiple_choice(model, tok, [McItem("t", "Which one?", ["a", "b b b b"], 0)])
@@ -73,7 +73,7 @@ def test_multiple_choice_prefers_the_likely_continuation(models):
 
 
 def test_hflm_style_loading_bos_eos(models):
-    path = models.root / "models" / "aligned_model" / "checkpoint"
+    path = models.checkpoint_dir("aligned_model")
     tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
     assert tok("Hello world")["input_ids"] == tok("Hello world", add_special_tokens=False)["input_ids"]  # no BOS added
     assert tok.bos_token_id == tok.eos_token_id == model.config.eos_token_id  # HFLM's prefix token = the document separator
@@ -84,11 +84,11 @@ def test_hflm_style_loading_bos_eos(models):
 def test_user_task_files_and_contamination(models, tmp_path):
     f = tmp_path / "mine.jsonl"
     f.write_text('{"question": "2+2?", "choices": ["4", "5"], "gold": 0}\n{"prompt": "Say hi", "answer": "hi"}\n')
-    mc, gen = load_user_tasks(f)
+    mc, gen = load_tasks(f)
     assert mc[0].choices == ["4", "5"] and gen[0].prompt == "Say hi"
     (tmp_path / "bad.jsonl").write_text('{"question": "no choices gold"}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1"):
-        load_user_tasks(tmp_path / "bad.jsonl")
+        load_tasks(tmp_path / "bad.jsonl")
     tok_dir, shards = models.partition_dir("tokenizer"), models.partition_dir("tokenized_shards")
     from training.data import ShardWindows
 
@@ -101,10 +101,10 @@ def test_user_task_files_and_contamination(models, tmp_path):
 def _run_eval_assets(lake, instance, gates=None):
     resources = {"lake": LakeResource(root=str(lake.root)), "inputs": InputsResource(crawl_dir="x", sources_dir="x"),
                  "pipes_subprocess_client": dg.PipesSubprocessClient()}
-    ops = {a.key.path[-1]: {"config": SMALL} for a in evaluation_assets[:3]}
+    ops = {f"{m}_eval": {"config": SMALL} for m in ("base_model", "sft_model", "aligned_model")}
     if gates:
         ops["eval_report"] = {"config": gates}
-    return dg.materialize([*training_assets, *evaluation_assets], selection=evaluation_assets, instance=instance,
+    return dg.materialize([*training_assets, *evaluation_assets], selection=assets_only(evaluation_assets), instance=instance,
                           resources=resources, run_config={"ops": ops}, raise_on_error=False)
 
 
@@ -112,13 +112,13 @@ def test_gates_pass_then_block_promotion_of_a_worse_model(models, tmp_path):
     with dg.instance_for_test() as instance:
         ok = _run_eval_assets(models, instance, {"max_contamination_rate": 1.0})
         assert ok.success and all(e.passed for e in ok.get_asset_check_evaluations())
-        assert (models.root / "models" / "promoted" / "MODEL_CARD.md").exists()
-        report = (models.root / "eval_report" / "_all" / "report.md").read_text()
+        assert (models.promoted_dir() / "MODEL_CARD.md").exists()
+        report = (models.partition_dir("eval_report") / "report.md").read_text()
         assert "| base_model | sft_model | aligned_model |" in report and "Crawl partitions" in report
-        assert validate_results(json.loads((models.root / "eval_report" / "_all" / "results.json").read_text())) == []
-        shutil.rmtree(models.root / "models" / "promoted")
+        assert validate_results(json.loads((models.partition_dir("eval_report") / "results.json").read_text())) == []
+        shutil.rmtree(models.promoted_dir())
         # sabotage the aligned model: heavy noise on every weight
-        path = models.root / "models" / "aligned_model" / "checkpoint"
+        path = models.checkpoint_dir("aligned_model")
         backup = tmp_path / "aligned_backup"
         shutil.copytree(path, backup)
         model = AutoModelForCausalLM.from_pretrained(path)
@@ -130,7 +130,7 @@ def test_gates_pass_then_block_promotion_of_a_worse_model(models, tmp_path):
         evals = {e.check_name: e.passed for e in bad.get_asset_check_evaluations()}
         assert evals["no_perplexity_regression"] is False
         assert not bad.success
-        assert not (models.root / "models" / "promoted").exists()  # promotion was blocked
+        assert not models.promoted_dir().exists()  # promotion was blocked
         assert not bad.asset_materializations_for_node("promoted_model")
         shutil.rmtree(path)
         shutil.copytree(backup, path)

@@ -2,10 +2,11 @@ import json
 
 import dagster as dg
 
-from orchestration.assets.curation import curation_assets, deduped
-from orchestration.assets.ingest import crawl_files, raw_crawl
-from orchestration.automation import run_failure_recorder
 from orchestration.definitions import defs
+from orchestration.defs.curation import curation_assets
+from orchestration.defs.ingest import raw_crawl, raw_crawl_defs
+from orchestration.defs.sensors import run_failure_recorder
+from orchestration.partitions import crawl_files
 
 
 def test_automation_sensor_runs_by_default_and_requests_curation_after_ingest(sample_dir, resources):
@@ -16,7 +17,7 @@ def test_automation_sensor_runs_by_default_and_requests_curation_after_ingest(sa
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         assert dg.materialize([raw_crawl], partition_key=key, instance=instance, resources=resources).success
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
-        assert result.get_requested_partitions(deduped.key) == {key}
+        assert result.get_requested_partitions(dg.AssetKey("deduped")) == {key}
         assert result.get_num_requested(dg.AssetKey("base_model")) == 0  # models wait for their weekly cron
 
 
@@ -24,8 +25,8 @@ def test_run_failure_sensor_records_the_failed_run(sample_dir, resources):
     key = sorted(p.name for p in (sample_dir / "crawl").iterdir())[0]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(crawl_files.name, [key])
-        cfg = {"ops": {"curated_web": {"config": {"quality_overrides": {"min_wrds": 1}}}}}
-        result = dg.materialize([raw_crawl, *curation_assets], partition_key=key, instance=instance, resources=resources,
+        cfg = {"ops": {"curated_web": {"config": {"max_drop_rate": 0.01}}}}  # the blocking drop-rate check fails
+        result = dg.materialize([*raw_crawl_defs, *curation_assets], partition_key=key, instance=instance, resources=resources,
                                 run_config=cfg, raise_on_error=False)
         assert not result.success
         run = instance.get_run_by_id(result.run_id)
@@ -34,6 +35,6 @@ def test_run_failure_sensor_records_the_failed_run(sample_dir, resources):
                                                  dagster_instance=instance, dagster_run=run,
                                                  resources={"lake": resources["lake"]}).for_run_failure()
         run_failure_recorder(ctx)
-        lines = (resources["lake"].lake.root / "run_failures.jsonl").read_text().splitlines()
+        lines = resources["lake"].lake.run_failures_path().read_text().splitlines()
         record = json.loads(lines[-1])
-        assert record["run_id"] == result.run_id and any("min_words" in e for e in record["step_errors"])
+        assert record["run_id"] == result.run_id and any("drop_rate_within_bounds" in e for e in record["step_errors"])

@@ -1,9 +1,11 @@
 import dagster as dg
+import pytest
 
-from orchestration.assets.curation import curation_assets, curated_web
-from orchestration.assets.ingest import crawl_files, raw_crawl
+from orchestration.defs.curation import curation_assets
+from orchestration.defs.ingest import raw_crawl_defs
+from orchestration.partitions import crawl_files
 
-ALL = [raw_crawl, *curation_assets]
+ALL = [*raw_crawl_defs, *curation_assets]
 
 
 def _keys(sample_dir):
@@ -15,8 +17,9 @@ def _materialize(instance, key, resources, run_config=None, raise_on_error=True)
                           raise_on_error=raise_on_error)
 
 
-def _mat_count(instance, asset, key):
-    return len(instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset.key, asset_partitions=[key]), limit=100).records)
+def _mat_count(instance, asset: str, key):
+    return len(instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]),
+                                               limit=100).records)
 
 
 def test_curation_chain_materializes_with_passing_checks_and_metadata(sample_dir, resources):
@@ -32,9 +35,12 @@ def test_curation_chain_materializes_with_passing_checks_and_metadata(sample_dir
         assert meta["documents_out"].value < meta["documents_in"].value
         reasons = {r.data["reason"] for r in meta["drop_reasons"].records}
         assert any(r.startswith(("gopher", "fineweb", "c4")) for r in reasons) and "language:not_kept" in reasons
-        assert {r.data["language"] for r in meta["languages_kept"].records} <= {"en", "de", "fr", "es"}
+        assert {r.data["languages_kept"] for r in meta["languages_kept"].records} <= {"en", "de", "fr", "es"}
         lang_meta = result.asset_materializations_for_node("language_id")[0].metadata
         assert len(lang_meta["languages"].records) >= 4
+        manifest = resources["lake"].lake.read_manifest("curated_web", key)  # the complete config it ran with
+        assert manifest["config"]["toxicity_tags"]["max_toxic_fraction"] == 0.5
+        assert manifest["config"]["quality_tags"]["min_words"] == 50 and manifest["config"]["max_drop_rate"] == 0.95
 
 
 def test_adding_a_partition_reprocesses_only_that_partition(sample_dir, resources, tmp_path):
@@ -48,7 +54,7 @@ def test_adding_a_partition_reprocesses_only_that_partition(sample_dir, resource
         instance.add_dynamic_partitions(crawl_files.name, keys[2:])
         assert _materialize(instance, keys[2], resources).success
         for key in keys[:2]:
-            assert _mat_count(instance, curated_web, key) == 1  # old partitions were not recomputed
+            assert _mat_count(instance, "curated_web", key) == 1  # old partitions were not recomputed
             assert lake.read_manifest("deduped", key)["content_hash"] == before[key]
         con = lake.connect()
         cross = con.execute(f"""
@@ -68,12 +74,11 @@ def test_blocking_check_failure_is_reported(sample_dir, resources):
         assert evals["drop_rate_within_bounds"].severity == dg.AssetCheckSeverity.ERROR
 
 
-def test_unknown_quality_override_names_the_valid_ones(sample_dir, resources):
+def test_unknown_quality_threshold_names_the_valid_ones(sample_dir, resources):
     key = _keys(sample_dir)[0]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(crawl_files.name, [key])
-        cfg = {"ops": {"curated_web": {"config": {"quality_overrides": {"min_wrds": 10}}}}}
-        result = _materialize(instance, key, resources, run_config=cfg, raise_on_error=False)
-        assert not result.success
-        failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
-        assert "min_words" in str(failure.event_specific_data.error)
+        cfg = {"ops": {"curated_web": {"config": {"quality_tags": {"min_wrds": 10}}}}}
+        with pytest.raises(dg.DagsterInvalidConfigError, match="min_wrds") as err:
+            _materialize(instance, key, resources, run_config=cfg, raise_on_error=False)
+        assert "min_words" in str(err.value)

@@ -1,7 +1,8 @@
 import dagster as dg
 import pyarrow.parquet as pq
 
-from orchestration.assets.ingest import crawl_files, raw_crawl, source_assets
+from orchestration.defs.ingest import raw_crawl, source_assets
+from orchestration.partitions import crawl_files
 from orchestration.resources import InputsResource
 
 

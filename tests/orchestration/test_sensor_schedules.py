@@ -1,15 +1,16 @@
 import os
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
-from orchestration.assets.curation import curation_assets
-from orchestration.assets.ingest import crawl_files, raw_crawl
 from orchestration.definitions import defs
+from orchestration.defs.curation import curation_assets
+from orchestration.defs.ingest import raw_crawl_defs
+from orchestration.defs.sensors import crawl_file_sensor
+from orchestration.partitions import crawl_files
 from orchestration.resources import InputsResource
-from orchestration.sensors import crawl_file_sensor
 
 
 def _tick(instance, inputs, cursor=None):
@@ -78,9 +79,9 @@ def test_refresh_schedule_requests_valid_runs_for_unmaterialized_partitions(samp
     keys = sorted(p.name for p in (sample_dir / "crawl").iterdir())
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(crawl_files.name, keys)
-        assert dg.materialize([raw_crawl, *curation_assets], partition_key=keys[0], instance=instance, resources=resources).success
+        assert dg.materialize([*raw_crawl_defs, *curation_assets], partition_key=keys[0], instance=instance, resources=resources).success
         ctx = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
-                                       scheduled_execution_time=datetime(2026, 1, 1, 6, tzinfo=timezone.utc))
+                                       scheduled_execution_time=datetime(2026, 1, 1, 6, tzinfo=UTC))
         data = schedule.evaluate_tick(ctx)
         assert sorted(r.partition_key for r in data.run_requests) == keys[1:]
         for req in data.run_requests:

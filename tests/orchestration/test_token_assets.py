@@ -4,12 +4,14 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._core.loader import LoadingContextForTest
 from transformers import AutoTokenizer
 
-from orchestration.assets.curation import curation_assets
-from orchestration.assets.ingest import crawl_files, raw_crawl, source_assets
-from orchestration.assets.tokens import token_assets
 from orchestration.definitions import defs
+from orchestration.defs.curation import curation_assets
+from orchestration.defs.ingest import raw_crawl_defs, source_assets
+from orchestration.defs.tokens import token_assets
+from orchestration.factory import assets_only
+from orchestration.partitions import crawl_files
 
-ALL = [raw_crawl, *curation_assets, *source_assets, *token_assets]
+ALL = [*raw_crawl_defs, *curation_assets, *source_assets, *token_assets]
 SHARDS = {"tokenized_shards": {"config": {"shard_tokens": 20000}}}
 TOKENS = {"ops": {"tokenizer": {"config": {"vocab_size": 2000}}, **SHARDS,
                   "mixture": {"config": {"weights": {"web": 0.6, "code": 0.2, "qa": 0.2}}}}}
@@ -25,9 +27,9 @@ def materialized(sample_dir, tmp_path_factory):
     key = sorted(p.name for p in (sample_dir / "crawl").iterdir())[0]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(crawl_files.name, [key])
-        assert dg.materialize([raw_crawl, *curation_assets], partition_key=key, instance=instance, resources=resources).success
+        assert dg.materialize([*raw_crawl_defs, *curation_assets], partition_key=key, instance=instance, resources=resources).success
         assert dg.materialize(source_assets, instance=instance, resources=resources).success
-        result = dg.materialize(ALL, selection=token_assets, instance=instance, resources=resources, run_config=TOKENS)
+        result = dg.materialize(ALL, selection=assets_only(token_assets), instance=instance, resources=resources, run_config=TOKENS)
         assert result.success
         yield instance, resources, result
 
@@ -49,7 +51,7 @@ def test_token_chain_checks_and_shares(materialized):
     tok = AutoTokenizer.from_pretrained(str(lake.partition_dir("tokenizer")))
     assert tok.eos_token == "<|endoftext|>" and tok.model_max_length == 1024
     meta = result.asset_materializations_for_node("tokenizer")[0].metadata
-    groups = {r.data["group"] for r in meta["fertility"].records}
+    groups = {r.data["fertility"] for r in meta["fertility"].records}
     assert {"web:en", "code", "books"} <= groups
 
 

@@ -3,8 +3,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.assets.tokens import token_assets
-from orchestration.assets.training import training_assets
+from orchestration.defs.tokens import token_assets
+from orchestration.defs.training import training_assets
+from orchestration.factory import assets_only
 from orchestration.resources import InputsResource, LakeResource
 from pipelines.sample.chat import write_chat_data
 from training.checkpoint import checkpoint_hash
@@ -21,7 +22,7 @@ def test_training_assets_run_through_pipes_with_metadata_and_lineage(token_lake,
                  "pipes_subprocess_client": dg.PipesSubprocessClient()}
     assets = [*token_assets, *training_assets]
     with dg.instance_for_test() as instance:
-        result = dg.materialize(assets, selection=training_assets, instance=instance, resources=resources, run_config=FAST)
+        result = dg.materialize(assets, selection=assets_only(training_assets), instance=instance, resources=resources, run_config=FAST)
         assert result.success
         base = result.asset_materializations_for_node("base_model")[0].metadata
         assert base["final_val_loss"].value < base["unigram_baseline"].value + 5  # trained (tiny run), numbers reported
@@ -35,3 +36,8 @@ def test_training_assets_run_through_pipes_with_metadata_and_lineage(token_lake,
         assert result.asset_materializations_for_node("sft_dataset")[0].metadata["decontaminated"].value > 0
         mat = result.asset_materializations_for_node("aligned_model")[0]
         assert mat.tags["dagster/data_version"] == checkpoint_hash(ckpt)
+        job = json.loads(token_lake.training_job_path("base_model").read_text())
+        assert job["config"] == {"preset": "test", "max_steps": 6, "batch_size": None, "grad_accum": None, "lr": None,
+                                 "eval_every": 3, "checkpoint_every": 50, "seed": 0, "compile": False, "device": "auto"}
+        base_lineage = json.loads((token_lake.checkpoint_dir("base_model") / "lineage.json").read_text())
+        assert base_lineage["config"] == job["config"] and base_lineage["train_config"]["max_steps"] == 6

@@ -3,19 +3,18 @@ import collections
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.contract import run_stage
 from pipelines.curation import stages
 from pipelines.curation.pii import find_pii
 from pipelines.ingest import ingest_crawl_file
 
-TAGGERS = (stages.langid_partition, stages.pii_partition, stages.toxicity_partition, stages.quality_partition)
 
-
-def _run(lake, crawl_dir, key, **filter_kw):
+def _run(lake, crawl_dir, key, **filter_overrides):
     ingest_crawl_file(lake, crawl_dir, key)
-    stages.dedup_partition(lake, key)
-    for tagger in TAGGERS:
-        tagger(lake, key)
-    return stages.curate_partition(lake, key, stages.FilterConfig(**filter_kw))
+    *tagging, curate = stages.curation_stages()
+    for stage in tagging:
+        run_stage(stage, lake, key)
+    return run_stage(curate, lake, key, **filter_overrides)
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +52,11 @@ def test_planted_pages_are_handled_as_intended(curated, truth):
     roots = collections.Counter()
     for url in kept:
         t = truth[url]
-        if t["kind"] in ("exact_dup",) or (t["kind"] == "article" and any(x.get("dup_of") == url and x["kind"] == "exact_dup" for x in truth.values())):
+        has_copies = any(x.get("dup_of") == url and x["kind"] == "exact_dup" for x in truth.values())
+        if t["kind"] == "exact_dup" or (t["kind"] == "article" and has_copies):
             roots[t["dup_of"] or url] += 1
     assert all(v == 1 for v in roots.values())
-    langs = {l for (l,) in con.execute("SELECT DISTINCT lang FROM curated_web").fetchall()}
+    langs = {lang for (lang,) in con.execute("SELECT DISTINCT lang FROM curated_web").fetchall()}
     assert langs == {"en", "de", "fr", "es"}
 
 
@@ -65,7 +65,7 @@ def test_ledger_rows_carry_stage_reason_and_score(curated):
     con = lake.connect()
     rows = con.execute("SELECT stage, reason, score, dup_of FROM rejection_ledger").fetchall()
     assert {s for s, *_ in rows} >= {"dedup", "language", "quality", "toxicity"}
-    for stage, reason, score, dup_of in rows:
+    for stage, reason, _score, dup_of in rows:
         assert reason and (stage != "dedup" or dup_of)
     total_removed = sum(m["rows_in"] - m["rows"] for m in manifests.values())
     assert con.execute("SELECT count(*) FROM rejection_ledger WHERE stage != 'dedup'").fetchone()[0] == total_removed
@@ -75,10 +75,10 @@ def test_rethresholding_reruns_only_the_filter(curated):
     lake, manifests = curated
     key = next(iter(manifests))
     tags_before = {a: lake.read_manifest(a, key)["content_hash"] for a in ("language_id", "quality_tags")}
-    strict = stages.curate_partition(lake, key, stages.FilterConfig(keep_languages=("en",)))
+    strict = run_stage(stages.curated_stage(), lake, key, language_id={"keep_languages": ("en",)})
     assert set(strict["languages_kept"]) == {"en"} and strict["rows"] < manifests[key]["rows"]
     assert {a: lake.read_manifest(a, key)["content_hash"] for a in tags_before} == tags_before
-    stages.curate_partition(lake, key)  # restore
+    run_stage(stages.curated_stage(), lake, key)  # restore
 
 
 def test_empty_and_unicode_partitions(tmp_path):
@@ -97,11 +97,12 @@ def test_empty_and_unicode_partitions(tmp_path):
     m = _run(lake, crawl, "empty.warc.gz")
     assert m["rows_in"] == 0 and m["rows"] == 0
     w = WarcFileWriter(crawl / "uni.warc.gz", compress=True, rng_uuid=lambda: rng.getrandbits(128))
-    body = ("<html><body><article><p>" + "Ünïcödé façade naïve résumé — 😀 emoji and 中文 text with Ωmega. " * 20 + "</p></article></body></html>").encode()
+    sentence = "Ünïcödé façade naïve résumé — 😀 emoji and 中文 text with Ωmega. "
+    body = ("<html><body><article><p>" + sentence * 20 + "</p></article></body></html>").encode()
     w.write("response", http_response(body, "text/html; charset=utf-8"), {"WARC-Date": "2024-01-01T00:00:00Z",
             "WARC-Target-URI": "https://example.com/u", "Content-Type": "application/http; msgtype=response"})
     w.close()
-    m = _run(lake, crawl, "uni.warc.gz", keep_languages=())
+    m = _run(lake, crawl, "uni.warc.gz", language_id={"keep_languages": ()})
     assert m["rows_in"] == 1
     assert pq.read_table(lake.data_path("quality_tags", "uni.warc.gz")).num_rows == 1
 
@@ -115,5 +116,5 @@ def test_filter_refuses_stale_tags(curated, sample_dir):
     backup = lake.data_path("pii_tags", key).read_bytes()
     shutil.copy(lake.data_path("pii_tags", other), lake.data_path("pii_tags", key))
     with pytest.raises(ValueError, match="re-materialize pii_tags"):
-        stages.curate_partition(lake, key)
+        run_stage(stages.curated_stage(), lake, key)
     lake.data_path("pii_tags", key).write_bytes(backup)

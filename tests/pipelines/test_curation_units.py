@@ -3,9 +3,9 @@ import pytest
 
 from pipelines.curation import langid
 from pipelines.curation.pii import PLACEHOLDERS, find_pii, redact
-from pipelines.curation.pii_eval import evaluate, labeled_set
 from pipelines.curation.quality import QualityThresholds, quality_failures, quality_metrics
 from pipelines.curation.toxicity import ProfanityCheckScorer, score_documents
+from pipelines.sample.pii_eval import evaluate, labeled_set
 from pipelines.sample.text import TextGenerator
 
 

@@ -24,7 +24,7 @@ def test_meta_charset_and_bom():
 
 
 def test_unknown_declared_charset_is_ignored():
-    assert decode_payload("plain ascii".encode(), "x-no-such-charset")[0] == "plain ascii"
+    assert decode_payload(b"plain ascii", "x-no-such-charset")[0] == "plain ascii"
 
 
 def test_binary_and_undecodable_payloads_raise():

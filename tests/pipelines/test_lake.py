@@ -12,10 +12,9 @@ SCHEMA = pa.schema([("id", pa.string()), ("n", pa.int64())])
 
 def test_failed_write_leaves_nothing_behind(lake):
     target = lake.data_path("stage", "p1")
-    with pytest.raises(RuntimeError):
-        with lake.writer("stage", "p1", SCHEMA) as w:
-            w.write_rows([{"id": "a", "n": 1}])
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), lake.writer("stage", "p1", SCHEMA) as w:
+        w.write_rows([{"id": "a", "n": 1}])
+        raise RuntimeError("killed mid-write")
     assert not target.exists()
     assert os.listdir(target.parent) == []
 
@@ -24,10 +23,9 @@ def test_failed_rewrite_keeps_the_previous_version(lake):
     with lake.writer("stage", "p1", SCHEMA) as w:
         w.write_rows([{"id": "a", "n": 1}])
         first = w.commit()
-    with pytest.raises(RuntimeError):
-        with lake.writer("stage", "p1", SCHEMA) as w:
-            w.write_rows([{"id": "b", "n": 2}])
-            raise RuntimeError
+    with pytest.raises(RuntimeError), lake.writer("stage", "p1", SCHEMA) as w:
+        w.write_rows([{"id": "b", "n": 2}])
+        raise RuntimeError
     assert pq.read_table(lake.data_path("stage", "p1")).column("id").to_pylist() == ["a"]
     assert sorted(os.listdir(lake.partition_dir("stage", "p1"))) == ["part-00000.parquet"]
     assert first

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from pipelines.curation.dedup import DedupConfig, DedupIndex
-from pipelines.curation.dedup_eval import labeled_pairs, lsh_accuracy
 from pipelines.curation.minhash import MinHasher, lsh_params, normalize, shingle_hashes
+from pipelines.sample.dedup_eval import labeled_pairs, lsh_accuracy
 from pipelines.sample.text import TextGenerator
 
 TEXT = "The city council announced plans to improve the new bus network in Bristol last week, said Sarah Collins."

@@ -106,7 +106,7 @@ def test_flipped_bytes_in_plain_warc_cost_one_record(sample_dir, tmp_path):
 
 
 def test_chunked_and_gzip_http_payloads_are_decoded(tmp_path):
-    html = "<html><head><title>T</title></head><body><article><p>Chunked and compressed body text that should survive decoding intact.</p></article></body></html>".encode()
+    html = b"<html><head><title>T</title></head><body><article><p>Chunked and compressed body text that should survive decoding intact.</p></article></body></html>"
     gz = gzip.compress(html, mtime=0)
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(gz[i:i + 50]), gz[i:i + 50]) for i in range(0, len(gz), 50)) + b"0\r\n\r\n"
     block = http_response(chunked, "text/html; charset=utf-8", extra={"Content-Encoding": "gzip", "Transfer-Encoding": "chunked"})

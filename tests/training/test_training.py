@@ -12,17 +12,19 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from pipelines.contract import config_to_dict
 from pipelines.sample.chat import write_chat_data
 from training import loop
-from training.dpo import DpoJob, dpo_loss, rank_by_rule, rpo_loss, run_dpo
+from training.datasets import decontaminate
+from training.dpo import DpoConfig, DpoJob, dpo_loss, rank_by_rule, rpo_loss, run_dpo
 from training.fused_llama import FusedLlama
-from training.pretrain import PretrainJob, build_model, run_pretrain
-from training.sft import SftJob, decontaminate, encode_conversation, pack, run_sft
+from training.pretrain import PretrainConfig, PretrainJob, build_model, run_pretrain
+from training.sft import SftConfig, SftJob, encode_conversation, pack, run_sft
 
 
-def _job(lake, out, **kw):
+def _job(lake, out, lineage=None, **kw):
     return PretrainJob(shards_dir=str(lake.partition_dir("tokenized_shards")), tokenizer_dir=str(lake.partition_dir("tokenizer")),
-                       out_dir=str(out), preset="test", **kw)
+                       out_dir=str(out), config=PretrainConfig(preset="test", **kw), lineage=lineage)
 
 
 def test_dpo_loss_matches_a_hand_computation():
@@ -76,7 +78,8 @@ def test_lr_schedule_and_no_decay_groups(token_lake):
     assert any(p is model.model.embed_tokens.weight for p in no_decay["params"])
     fused = FusedLlama.from_hf(model)  # what pretraining and SFT actually train
     decay, no_decay = loop.param_groups(fused, 0.1)
-    assert {id(p) for p in decay["params"]} == {id(m.weight) for layer in fused.layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)}
+    assert {id(p) for p in decay["params"]} == {id(m.weight) for layer in fused.layers for m in (layer.qkv, layer.o, layer.gate_up,
+                                                                                                 layer.down)}
     assert any(p is fused.embed.weight for p in no_decay["params"]) and len(no_decay["params"]) == 2 + 2 * len(fused.layers)
 
 
@@ -85,7 +88,7 @@ def _cli(stage, job_path):
 
 
 def test_killed_run_resumes_to_the_same_weights(token_lake, tmp_path):
-    fields = {**_job(token_lake, tmp_path / "x").__dict__, "max_steps": 40, "checkpoint_every": 4, "eval_every": 20}
+    fields = config_to_dict(_job(token_lake, tmp_path / "x", max_steps=40, checkpoint_every=4, eval_every=20))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     straight = dict(fields, out_dir=str(tmp_path / "straight"))
     (tmp_path / "straight.json").write_text(json.dumps(straight))
@@ -117,10 +120,10 @@ def trained_models(token_lake, tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     chat = write_chat_data(root / "chat")
     base = run_pretrain(_job(token_lake, root / "base", max_steps=8, eval_every=4, lineage={"shards_hash": "abc"}), log=lambda m: None)
-    sft = run_sft(SftJob(base_dir=base["path"], data_path=str(chat["sft"]), eval_prompts_path=str(chat["eval_prompts"]),
-                         out_dir=str(root / "sft"), steps=6, batch_size=4), log=lambda m: None)
-    dpo = run_dpo(DpoJob(sft_dir=sft["path"], pairs_path=str(chat["preferences"]), eval_prompts_path=str(chat["eval_prompts"]),
-                         out_dir=str(root / "aligned"), steps=4, batch_size=4), log=lambda m: None)
+    sft = run_sft(SftJob(base_dir=base["path"], data_path=str(chat["sft"]), out_dir=str(root / "sft"),
+                         config=SftConfig(steps=6, batch_size=4)), log=lambda m: None)
+    dpo = run_dpo(DpoJob(sft_dir=sft["path"], pairs_path=str(chat["preferences"]), out_dir=str(root / "aligned"),
+                         config=DpoConfig(steps=4, batch_size=4)), log=lambda m: None)
     return {"base": base, "sft": sft, "aligned": dpo}
 
 
@@ -130,7 +133,8 @@ def test_each_checkpoint_loads_with_transformers_and_generates(trained_models):
         assert not list(path.glob("*.bin")) and not list(path.glob("*.pt")) and (path / "model.safetensors").exists()
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path)
-        ids = tok.apply_chat_template([{"role": "user", "content": "Hello!"}], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = tok.apply_chat_template([{"role": "user", "content": "Hello!"}], add_generation_prompt=True, return_tensors="pt",
+                                      return_dict=True)
         out = model.generate(**ids, max_new_tokens=5, do_sample=False)
         assert out.shape[1] > ids["input_ids"].shape[1]
         lineage = json.loads((path / "lineage.json").read_text())
@@ -139,7 +143,7 @@ def test_each_checkpoint_loads_with_transformers_and_generates(trained_models):
     assert json.loads((Path(trained_models["base"]["path"]) / "lineage.json").read_text())["shards_hash"] == "abc"
     sft_lineage = json.loads((Path(trained_models["sft"]["path"]) / "lineage.json").read_text())
     assert sft_lineage["base_checkpoint_hash"] == trained_models["base"]["metrics"]["checkpoint_hash"]
-    assert trained_models["sft"]["metrics"]["decontaminated"] > 0
+    assert sft_lineage["config"] == {"steps": 6, "batch_size": 4, "lr": 1e-3, "val_fraction": 0.1, "seed": 0, "device": "auto"}
 
 
 def test_sft_masks_user_tokens_and_packs_whole_examples(token_lake):
@@ -147,10 +151,10 @@ def test_sft_masks_user_tokens_and_packs_whole_examples(token_lake):
     conv = [{"role": "user", "content": "What river runs through Arlen?"}, {"role": "assistant", "content": "The Vessa."},
             {"role": "user", "content": "Thanks"}, {"role": "assistant", "content": "You're welcome."}]
     ids, labels = encode_conversation(tok, conv, 64)
-    answer = tok.decode([i for i, l in zip(ids, labels) if l != -100])
+    answer = tok.decode([i for i, label in zip(ids, labels) if label != -100])
     assert answer == "The Vessa.<|end|>You're welcome.<|end|>"
     x, y = pack([(ids, labels)] * 3 + [([1, 2, 3], [-100, 2, 3])], row_len=64, pad_id=tok.pad_token_id)
-    assert x.shape[1] == 64 and (y != -100).sum() == 3 * sum(l != -100 for l in labels) + 2
+    assert x.shape[1] == 64 and (y != -100).sum() == 3 * sum(label != -100 for label in labels) + 2
     kept, dropped = decontaminate([{"p": "Name the river of Arlen please"}, {"p": "unrelated"}], lambda r: [r["p"]],
                                   ["name the river of arlen please now"], n=5)
     assert [r["p"] for r in dropped] == ["Name the river of Arlen please"]

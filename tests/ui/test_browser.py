@@ -40,7 +40,7 @@ def dagster_dev(tmp_path_factory):
     port = _free_port()
     env = dict(os.environ, DAGSTER_HOME=str(home), LAKE_DIR=str(root / "lake"), CRAWL_DIR=str(root / "sample" / "crawl"),
                SOURCES_DIR=str(root / "sample" / "sources"), CHAT_DIR=str(root / "sample" / "chat"))
-    log = open(root / "dagster.log", "w")
+    log = open(root / "dagster.log", "w")  # noqa: SIM115 (the server writes to it until teardown closes it)
     proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -1,4 +1,7 @@
-"""The crawl-directory sensor: new crawl files become partitions and runs.
+"""Sensors: new crawl files become partitions and runs; automation conditions are evaluated; failed
+runs are recorded.
+
+The crawl-directory sensor:
 
 A file is added once its size has stopped changing between two ticks (or it is
 older than `SETTLE_SECONDS`), so a WARC still being copied is never ingested half
@@ -12,9 +15,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.assets.ingest import crawl_files
-from orchestration.jobs import crawl_partition_job
-from orchestration.resources import InputsResource
+from orchestration.partitions import crawl_files
+from orchestration.resources import InputsResource, LakeResource
 from pipelines.ingest.warc import is_crawl_file
 
 SETTLE_SECONDS = 30
@@ -33,9 +35,9 @@ def list_crawl_files(crawl_dir: Path) -> dict[str, tuple[int, float]]:
     return out
 
 
-@dg.sensor(job=crawl_partition_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+@dg.sensor(job_name="crawl_partition_job", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Watches CRAWL_DIR; each new, fully written WARC/WET file becomes a `crawl_files` partition and a run.")
-def crawl_file_sensor(context: dg.SensorEvaluationContext, inputs: InputsResource) :
+def crawl_file_sensor(context: dg.SensorEvaluationContext, inputs: InputsResource):
     crawl_dir = inputs.crawl_path
     if not crawl_dir.is_dir():
         return dg.SkipReason(f"CRAWL_DIR {crawl_dir} does not exist; set CRAWL_DIR or create it")
@@ -62,3 +64,23 @@ def crawl_file_sensor(context: dg.SensorEvaluationContext, inputs: InputsResourc
         run_requests=[dg.RunRequest(partition_key=rel, run_key=f"ingest:{rel}") for rel in ready],
         dynamic_partitions_requests=[crawl_files.build_add_request(ready)],
     )
+
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_sensor", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60, description="Evaluates every asset's AutomationCondition (running by default).")
+
+
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING,
+                       description="Records every failed run in lake/run_failures.jsonl (run, job, step errors).")
+def run_failure_recorder(context: dg.RunFailureSensorContext, lake: LakeResource) -> None:
+    record = {"time": time.time(), "run_id": context.dagster_run.run_id, "job": context.dagster_run.job_name,
+              "tags": {k: v for k, v in context.dagster_run.tags.items() if k.startswith("dagster/partition")},
+              "error": context.failure_event.message,
+              "step_errors": [f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
+                              for e in context.get_step_failure_events()]}
+    path = lake.lake.run_failures_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+    context.log.info(f"recorded failed run {record['run_id']} in {path}")

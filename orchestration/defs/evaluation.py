@@ -1,0 +1,14 @@
+"""Evaluation assets: one eval per model, the report with its promotion gates, the promoted model."""
+
+from evaluation.report import MODEL_ORDER
+from evaluation.stages import PROMOTED, REPORT, eval_stage
+from orchestration.automation import FOLLOW, PROMOTE
+from orchestration.factory import stage_assets
+
+COMMON = dict(group="evaluation")
+evaluation_assets = [
+    *(d for model in MODEL_ORDER for d in stage_assets(eval_stage(model), deps=[model], kinds={"python", "pytorch"},
+                                                        automation_condition=FOLLOW, **COMMON)),
+    *stage_assets(REPORT, deps=list(REPORT.inputs), kinds={"python", "markdown"}, automation_condition=FOLLOW, **COMMON),
+    *stage_assets(PROMOTED, deps=list(PROMOTED.inputs), kinds={"huggingface"}, automation_condition=PROMOTE, **COMMON),
+]

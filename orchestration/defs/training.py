@@ -1,0 +1,82 @@
+"""Training assets: base model, SFT data + model, preference data + aligned model.
+
+Each model trains in a separate process launched through dagster-pipes
+(`python -m training.cli ...`): logs and metrics stream into the run, the child reports
+the materialization (loss curve, metrics, lineage), and cancelling the run stops it.
+Models share the `training` pool, so one trains at a time (`dagster.yaml`). The job file
+the child reads holds the library's config dataclass as given in the launchpad.
+"""
+
+import json
+import sys
+from collections.abc import Callable
+
+import dagster as dg
+
+from orchestration.automation import FOLLOW, WEEKLY
+from orchestration.factory import CODE_VERSION, OWNERS, dagster_config, stage_assets, to_library
+from orchestration.resources import LakeResource
+from pipelines.contract import config_from_dict, config_to_dict
+from pipelines.lake import Lake, atomic_write_bytes
+from training.cli import JOBS
+from training.datasets import PREFERENCE_DATASET, SFT_DATASET
+from training.dpo import DpoConfig
+from training.pretrain import PretrainConfig
+from training.sft import SftConfig
+
+
+def _lineage(context: dg.AssetExecutionContext, lake: Lake) -> dict:
+    shards = lake.read_manifest("tokenized_shards")
+    return {"run_id": context.run.run_id, "asset": context.asset_key.to_user_string(),
+            "code_version": context.assets_def.code_versions_by_key[context.asset_key],
+            "shards_hash": shards["content_hash"], "mixture_hash": shards["mixture_hash"],
+            "mixture_weights": shards["mixture_weights"], "tokenizer_hash": shards["tokenizer_hash"],
+            "upstream": shards["inputs"], "shard_tokens": shards["tokens"]}
+
+
+def model_asset(name: str, cli_stage: str, config_cls: type, inputs: Callable[[dg.AssetExecutionContext, Lake], dict],
+                deps: list, automation_condition: dg.AutomationCondition, description: str) -> dg.AssetsDefinition:
+    """An asset that writes the training job (paths + config + lineage) and runs `training.cli <cli_stage>` on it."""
+    config_type = dagster_config(config_cls)
+
+    @dg.asset(name=name, deps=deps, kinds={"pytorch", "huggingface"}, pool="training", group_name="training", owners=OWNERS,
+              tags={"stage": "training"}, code_version=CODE_VERSION, automation_condition=automation_condition,
+              description=description)
+    def model(context: dg.AssetExecutionContext, config: config_type, lake: LakeResource,
+              pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+        job = {**inputs(context, lake.lake), "out_dir": str(lake.lake.checkpoint_dir(name)),
+               "config": config_to_dict(to_library(config, config_cls))}
+        config_from_dict(JOBS[cli_stage], job)  # a malformed job fails here, not in the child
+        job_path = lake.lake.training_job_path(name)
+        atomic_write_bytes(job_path, json.dumps(job, indent=2, default=str).encode())
+        return pipes_subprocess_client.run(
+            context=context, command=[sys.executable, "-m", "training.cli", cli_stage, "--config", str(job_path)],
+            extras={"job": str(job_path)}).get_materialize_result()
+
+    return model
+
+
+base_model = model_asset(
+    "base_model", "pretrain", PretrainConfig, deps=["tokenized_shards", "tokenizer"], automation_condition=WEEKLY,
+    inputs=lambda context, lake: {"shards_dir": str(lake.partition_dir("tokenized_shards")),
+                                  "tokenizer_dir": str(lake.partition_dir("tokenizer")), "lineage": _lineage(context, lake)},
+    description="A Llama-style causal LM pretrained on the token shards; Hugging Face checkpoint with lineage.json.\n\n"
+                "Resumable: model, optimizer, step and RNG are saved every `checkpoint_every` steps, so a retried run "
+                "continues where the killed one stopped.")
+sft_model = model_asset(
+    "sft_model", "sft", SftConfig, deps=["base_model", "sft_dataset"], automation_condition=FOLLOW,
+    inputs=lambda context, lake: {
+        "base_dir": str(lake.checkpoint_dir("base_model")), "data_path": lake.read_manifest("sft_dataset")["path"],
+        "lineage": dict(_lineage(context, lake), sft_dataset_hash=lake.read_manifest("sft_dataset")["content_hash"])},
+    description="The base model fine-tuned on the chat data: loss on assistant tokens (and end-of-turn) only, packed rows.")
+aligned_model = model_asset(
+    "aligned_model", "dpo", DpoConfig, deps=["sft_model", "preference_dataset"], automation_condition=FOLLOW,
+    inputs=lambda context, lake: {
+        "sft_dir": str(lake.checkpoint_dir("sft_model")), "pairs_path": lake.read_manifest("preference_dataset")["path"],
+        "lineage": dict(_lineage(context, lake), preference_dataset_hash=lake.read_manifest("preference_dataset")["content_hash"])},
+    description="The SFT model aligned with DPO (sigmoid loss + chosen NLL, frozen SFT reference); held-out reward accuracy "
+                "in metadata.")
+
+COMMON = dict(group="training", kinds={"python", "json"}, automation_condition=FOLLOW)
+training_assets = [base_model, *stage_assets(SFT_DATASET, **COMMON), sft_model,
+                   *stage_assets(PREFERENCE_DATASET, deps=list(PREFERENCE_DATASET.inputs), **COMMON), aligned_model]

