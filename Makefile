@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test browser-deps test-browser test-all ui validate bench sample clean
+.PHONY: setup demo test lint browser-deps test-browser test-all ui validate bench sample clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,12 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: setup $(DAGSTER_HOME)/dagster.yaml  ## generate the sample crawl and materialize every asset into ./lake
 	$(BIN)/python -m orchestration.demo
 
-test: setup browser-deps  ## the test suite CI runs (includes the headless-browser test of the UI)
+test: setup browser-deps  ## lint, then the test suite CI runs (includes the headless-browser test of the UI)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup  ## ruff (configured in pyproject.toml)
+	$(BIN)/ruff check .
 
 browser-deps: setup  ## Debian chromium (for the UI test) and playwright, if missing
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q --no-install-recommends chromium) >/dev/null

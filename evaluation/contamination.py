@@ -7,10 +7,11 @@ appears there. Items shorter than n tokens are compared whole.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from pipelines.lake import manifest_of
 
 _BASE = np.uint64(1_000_003)
 
@@ -29,7 +30,7 @@ def contamination(texts: list[str], tokenizer_dir: Path, shards_dir: Path, n: in
     from pipelines.tokenize.tokenizer import load_for_encoding
 
     tok = load_for_encoding(Path(tokenizer_dir))
-    manifest = json.loads((Path(shards_dir) / "manifest.json").read_text())
+    manifest = manifest_of(shards_dir)
     dtype = np.dtype(manifest["dtype"])
     groups: dict[int, list[tuple[int, np.ndarray]]] = {}  # n-gram length -> (item index, its n-gram hashes)
     for i, text in enumerate(texts):

@@ -41,14 +41,10 @@ def _annotation(tp: Any) -> Any:
 
 def _default(f: dataclasses.Field, tp: Any) -> pydantic.fields.FieldInfo:
     value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    if dataclasses.is_dataclass(tp):
-        nested = dagster_config(tp)
-        values = config_to_dict(value)
-        return pydantic.Field(default_factory=lambda: nested(**values), description=field_doc(f))
-    if isinstance(value, (tuple, list, dict)):
-        plain = config_to_dict(value)
-        return pydantic.Field(default_factory=lambda: type(plain)(plain), description=field_doc(f))
-    return pydantic.Field(default=value, description=field_doc(f))
+    if dataclasses.is_dataclass(tp):  # a nested section: its default is the nested config's defaults
+        return pydantic.Field(default=dagster_config(tp)(**config_to_dict(value)), description=field_doc(f))
+    # tuples become lists; pydantic copies mutable defaults per instance, and Dagster shows them in the schema
+    return pydantic.Field(default=config_to_dict(value), description=field_doc(f))
 
 
 @functools.cache

@@ -80,6 +80,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def manifest_of(partition_dir: Path) -> dict:
+    """The manifest of a partition directory known only by its path (training and evaluation are
+    handed directories, e.g. the token shards, not a Lake)."""
+    return json.loads((Path(partition_dir) / MANIFEST_FILE).read_text())
+
+
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Build a directory beside `final`, then swap it into place in two renames.

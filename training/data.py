@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from pipelines.lake import manifest_of
 
 
 class ShardWindows:
@@ -17,7 +18,7 @@ class ShardWindows:
     """
 
     def __init__(self, shards_dir: Path, split: str, block: int):
-        manifest = json.loads((Path(shards_dir) / "manifest.json").read_text())
+        manifest = manifest_of(shards_dir)
         dtype = np.dtype(manifest["dtype"])
         files = [Path(shards_dir) / split / s["file"] for s in manifest["splits"][split]]
         arrays = [np.memmap(f, dtype=dtype, mode="r") for f in files if f.stat().st_size]
