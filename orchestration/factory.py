@@ -87,6 +87,8 @@ def stage_assets(stage: Stage, *, group: str, deps: list = (), partitions_def=No
         partition = context.partition_key if needs_partition else None
         lake: LakeResource = context.resources.lake
         inputs = context.resources.inputs.inputs if stage.reads_inputs else None
+        for name in lake.lake.recover():
+            context.log.warning(f"restored {name}: a killed run had left its directory swap half done")
         ctx = StageContext(lake.lake, partition, inputs, context.log.info, context.log.warning)
         manifest = stage.run(ctx, to_library(config, stage.config))
         if write_catalog:

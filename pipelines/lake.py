@@ -44,6 +44,7 @@ CATALOG_FILE = "catalog.duckdb"
 LEDGER = "rejection_ledger"
 PROMOTED = "promoted"
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]")
+MAX_DIRNAME = 200  # leaves room for the `.<name>.<uuid>.tmp` siblings of atomic swaps within NAME_MAX (255)
 
 
 def partition_dirname(partition_key: str | None) -> str:
@@ -51,9 +52,70 @@ def partition_dirname(partition_key: str | None) -> str:
     if partition_key is None:
         return UNPARTITIONED
     safe = _SAFE.sub("_", partition_key).lstrip(".") or "_"
-    if safe != partition_key:
-        safe += "-" + xxhash.xxh3_64_hexdigest(partition_key.encode())[:8]
+    if safe != partition_key or len(safe) > MAX_DIRNAME:
+        safe = safe[: MAX_DIRNAME - 9] + "-" + xxhash.xxh3_64_hexdigest(partition_key.encode())[:8]
     return safe
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal (quotes doubled): paths may contain quotes."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an flock on `lock_path` (created if missing): one writer of a target at a time."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _swap_leftovers(final: Path, suffix: str) -> list[Path]:
+    """`.<name>.<id>.tmp` / `.old` siblings of `final` (exactly its name: not `<name>.state`'s)."""
+    return sorted(p for p in final.parent.glob(f".*.{suffix}") if p.name[1:].rsplit(".", 2)[0] == final.name)
+
+
+def _finish_swap(final: Path) -> bool:
+    """Complete an interrupted swap of `final` (the caller holds its lock); True if it restored one.
+
+    `atomic_directory` renames the old directory aside, then the new one into place: a kill
+    between the two leaves only `.<name>.<id>.old`, the last committed version, which is
+    renamed back. An `.old` beside a committed directory is just removed.
+    """
+    restored = False
+    for old in _swap_leftovers(final, "old"):
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(final)
+            restored = True
+    return restored
+
+
+def recover_swaps(parent: Path) -> list[str]:
+    """Finish every interrupted directory swap in `parent`, each under its writer's lock."""
+    parent = Path(parent)
+    names = sorted({old.name[1:].rsplit(".", 2)[0] for old in parent.glob(".*.old")}) if parent.is_dir() else []
+    restored = []
+    for name in names:
+        with exclusive(parent / f".{name}.lock"):
+            if _finish_swap(parent / name):
+                restored.append(name)
+    return restored
+    for old in sorted(Path(parent).glob(".*.old")):
+        name = old.name[1:].rsplit(".", 2)[0]
+        final = old.parent / name
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(final)
+            restored.append(name)
+    return restored
 
 
 def file_hash(path: Path) -> str:
@@ -95,30 +157,37 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     left hidden for the next writer's cleanup).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
-    tmp.mkdir()
-    try:
-        yield tmp
-        old = final.parent / f".{final.name}.{uuid.uuid4().hex}.old"
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with exclusive(final.parent / f".{final.name}.lock"):
+        _finish_swap(final)
+        for stale in _swap_leftovers(final, "tmp"):  # left by a killed writer (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
+        tmp.mkdir()
+        try:
+            yield tmp
+            old = final.parent / f".{final.name}.{uuid.uuid4().hex}.old"
+            if final.exists():
+                final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class AtomicParquetWriter:
     """Streams record batches into a temp file; `commit()` renames it into place.
 
     Leaving the context without `commit()` (an exception, a kill) removes the temp file.
+    A second writer of the same file waits for the first (an flock held until commit or
+    abort), so two runs of one partition never delete each other's temp files.
     """
 
     def __init__(self, path: Path, schema: pa.Schema, row_group_size: int = 2048):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # left by a killed writer
+        self._lock = open(self.path.parent / f".{self.path.name}.lock", "a")  # noqa: SIM115 (held until commit/abort)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # left by a killed writer (we hold the lock)
             stale.unlink(missing_ok=True)
         self.tmp = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex}.tmp"
         self.schema = schema
@@ -140,6 +209,7 @@ class AtomicParquetWriter:
         with open(self.tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(self.tmp, self.path)
+        self._lock.close()
         return file_hash(self.path)
 
     def abort(self) -> None:
@@ -147,6 +217,7 @@ class AtomicParquetWriter:
             self._writer.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp)
+        self._lock.close()
 
     def __enter__(self) -> AtomicParquetWriter:
         return self
@@ -228,12 +299,23 @@ class Lake:
     def glob(self, asset: str) -> str:
         return str(self.root / asset / "*" / DATA_FILE)
 
+    def _view_sql(self, asset: str) -> str:
+        return (f"CREATE OR REPLACE VIEW {sql_identifier(asset)} AS "
+                f"SELECT * FROM read_parquet({sql_string(self.glob(asset))}, union_by_name=true)")
+
     def connect(self) -> duckdb.DuckDBPyConnection:
         """In-memory DuckDB with one view per asset; no file lock, safe beside running writers."""
         con = duckdb.connect()
         for asset in self.assets():
-            con.execute(f"CREATE VIEW {asset} AS SELECT * FROM read_parquet('{self.glob(asset)}', union_by_name=true)")
+            con.execute(self._view_sql(asset))
         return con
+
+    def recover(self) -> list[str]:
+        """Finish every directory swap a kill interrupted (see `recover_swaps`); run before a stage."""
+        models = self.promoted_dir().parent
+        parents = [self.dedup_index_dir(), models, *(p for p in self.root.glob("*") if p.is_dir()),
+                   *(p for p in models.glob("*") if p.is_dir())]
+        return [name for parent in parents for name in recover_swaps(parent)]
 
     def write_catalog(self) -> Path:
         """(Re)build `catalog.duckdb` with the same views, atomically, under a lock.
@@ -249,7 +331,7 @@ class Lake:
             try:
                 con = duckdb.connect(str(tmp))
                 for asset in self.assets():
-                    con.execute(f"CREATE OR REPLACE VIEW {asset} AS SELECT * FROM read_parquet('{self.glob(asset)}', union_by_name=true)")
+                    con.execute(self._view_sql(asset))
                 con.close()
                 os.replace(tmp, target)
             finally:

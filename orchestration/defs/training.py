@@ -44,6 +44,8 @@ def model_asset(name: str, cli_stage: str, config_cls: type, inputs: Callable[[d
               description=description)
     def model(context: dg.AssetExecutionContext, config: config_type, lake: LakeResource,
               pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+        for restored in lake.lake.recover():
+            context.log.warning(f"restored {restored}: a killed run had left its directory swap half done")
         job = {**inputs(context, lake.lake), "out_dir": str(lake.lake.checkpoint_dir(name)),
                "config": config_to_dict(to_library(config, config_cls))}
         config_from_dict(JOBS[cli_stage], job)  # a malformed job fails here, not in the child

@@ -36,7 +36,7 @@ import xxhash
 
 from pipelines.contract import param
 from pipelines.curation.minhash import MinHasher, normalize
-from pipelines.lake import atomic_directory, atomic_write_bytes, partition_dirname
+from pipelines.lake import atomic_directory, atomic_write_bytes, partition_dirname, recover_swaps
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,10 @@ class _UnionFind:
             self.parent[hi] = lo
 
 
+BANDS_SCHEMA = pa.schema([("seq", pa.int64()), ("id", pa.string()), ("rank", pa.int64()), ("band", pa.int16()),
+                          ("key", pa.uint64())])
+
+
 class DedupIndex:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -121,6 +125,7 @@ class DedupIndex:
         """Decide keep/drop for one partition's documents (in file order) and record them in the index."""
         hasher = config.hasher()
         with self.locked():
+            recover_swaps(self.root)  # a partition's index directory left half-swapped by a killed run
             reg = self.registry()
             seq = reg.get(partition, max(reg.values(), default=-1) + 1)
             sigs = hasher.signatures(texts)
@@ -131,10 +136,11 @@ class DedupIndex:
                              "id": pa.array(ids, pa.string()), "rank": pa.array(np.arange(n), pa.int64()),
                              "text_hash": pa.array(hashes, pa.string()),
                              "signature": pa.FixedSizeListArray.from_arrays(pa.array(sigs.reshape(-1), pa.uint32()), hasher.num_perm)})
-            bands = pa.table({"seq": np.full(n * hasher.bands, seq, dtype=np.int64), "id": np.repeat(np.array(ids, dtype=object),
-                                                                                                     hasher.bands),
+            bands = pa.table({"seq": np.full(n * hasher.bands, seq, dtype=np.int64),
+                              "id": np.repeat(np.array(ids, dtype=object), hasher.bands),
                               "rank": np.repeat(np.arange(n, dtype=np.int64), hasher.bands),
-                              "band": np.tile(np.arange(hasher.bands, dtype=np.int16), n), "key": keys.reshape(-1)})
+                              "band": np.tile(np.arange(hasher.bands, dtype=np.int16), n), "key": keys.reshape(-1)},
+                             schema=BANDS_SCHEMA)  # typed even when the partition has no documents
             result = self._match(docs, bands, seq, sigs, config)
             self._commit(partition, seq, docs, bands)
         return result

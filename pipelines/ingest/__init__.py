@@ -55,7 +55,10 @@ def write_documents(lake: Lake, asset: str, partition_key: str | None, batches, 
 def ingest_crawl_file(lake: Lake, crawl_dir: Path, partition_key: str, progress=None,
                       config: CrawlIngestConfig = CrawlIngestConfig()) -> dict:
     """Ingest `crawl_dir/partition_key` into the `raw_crawl` asset; returns its manifest."""
-    path = Path(crawl_dir) / partition_key
+    root = Path(crawl_dir).resolve()
+    path = (root / partition_key).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"partition key {partition_key!r} points outside CRAWL_DIR ({root}); keys are paths relative to it")
     if not path.is_file():
         raise FileNotFoundError(f"crawl file {path} not found: is CRAWL_DIR ({crawl_dir}) right, or was the file moved?")
     stats = IngestStats()

@@ -1,0 +1,150 @@
+"""Failure modes found by fault and bad-input probing (issue "Nothing lost, nothing stale, nothing
+stuck"); docs/RELIABILITY.md lists each with the test that covers it."""
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.contract import run_stage
+from pipelines.curation.stages import DEDUP, curation_stages
+from pipelines.ingest import ingest_crawl_file
+from pipelines.lake import Lake, atomic_directory, partition_dirname
+
+
+def _crawl_copy(sample_dir: Path, tmp_path: Path, name: str, source: str | None = None) -> Path:
+    crawl = tmp_path / "crawl"
+    crawl.mkdir(exist_ok=True)
+    src = source or sorted(p.name for p in (sample_dir / "crawl").iterdir() if ".wet" not in p.name)[0]
+    shutil.copy(sample_dir / "crawl" / src, crawl / name)
+    return crawl
+
+
+def test_catalog_and_views_work_under_a_lake_dir_with_a_quote(tmp_path):
+    lake = Lake(tmp_path / "it's a \"lake\"")
+    with lake.writer("raw_crawl", "a", pa.schema([("id", pa.string())])) as w:
+        w.write_rows([{"id": "x"}])
+        w.commit()
+    assert lake.connect().execute("SELECT count(*) FROM raw_crawl").fetchone()[0] == 1
+    import duckdb
+
+    con = duckdb.connect(str(lake.write_catalog()), read_only=True)
+    assert con.execute("SELECT id FROM raw_crawl").fetchall() == [("x",)]
+
+
+def test_a_240_character_crawl_file_name_is_ingested_and_deduplicated(sample_dir, tmp_path):
+    name = "x" * 232 + ".warc.gz"
+    crawl = _crawl_copy(sample_dir, tmp_path, name)
+    lake = Lake(tmp_path / "lake")
+    ingest_crawl_file(lake, crawl, name)
+    manifest = run_stage(DEDUP, lake, name)
+    assert manifest["rows"] > 0 and len(partition_dirname(name)) <= 200
+
+
+def test_an_empty_partition_does_not_stop_later_dedup(sample_dir, tmp_path):
+    crawl = _crawl_copy(sample_dir, tmp_path, "a.warc.gz")
+    _crawl_copy(sample_dir, tmp_path, "c.warc.gz", source=sorted(p.name for p in (sample_dir / "crawl").iterdir())[-1])
+    (crawl / "b-empty.warc.gz").write_bytes(b"")
+    lake = Lake(tmp_path / "lake")
+    for key in ("a.warc.gz", "b-empty.warc.gz", "c.warc.gz"):
+        ingest_crawl_file(lake, crawl, key)
+        run_stage(DEDUP, lake, key)
+    assert lake.read_manifest("deduped", "c.warc.gz")["rows"] > 0
+    bands = lake.dedup_index_dir() / partition_dirname("b-empty.warc.gz") / "bands.parquet"
+    assert pq.read_schema(bands).field("id").type == pa.string()  # not null-typed: DuckDB joins need the type
+
+
+def test_an_interrupted_directory_swap_is_restored(tmp_path, monkeypatch):
+    final = tmp_path / "index" / "partition"
+    with atomic_directory(final) as tmp:
+        (tmp / "docs.parquet").write_text("v1")
+    real_rename = Path.rename
+
+    def killed_after_first_rename(self, target):
+        if self.name.endswith(".tmp"):  # the second rename of the swap: the process "dies" here
+            raise KeyboardInterrupt
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", killed_after_first_rename)
+    with pytest.raises(KeyboardInterrupt), atomic_directory(final) as tmp:
+        (tmp / "docs.parquet").write_text("v2")
+    monkeypatch.undo()
+    assert not final.exists()  # what a reader would see before recovery
+    from pipelines.lake import recover_swaps
+
+    assert recover_swaps(final.parent) == ["partition"]
+    assert (final / "docs.parquet").read_text() == "v1"
+
+
+def test_a_kill_inside_the_dedup_index_commit_loses_no_earlier_partition(sample_dir, tmp_path, monkeypatch):
+    keys = sorted(p.name for p in (sample_dir / "crawl").iterdir() if ".wet" not in p.name)[:2]
+    lake = Lake(tmp_path / "lake")
+    for key in keys:
+        ingest_crawl_file(lake, sample_dir / "crawl", key)
+    run_stage(DEDUP, lake, keys[0])
+    real_rename = Path.rename
+
+    def killed(self, target):
+        if self.name.endswith(".tmp"):
+            raise KeyboardInterrupt
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(DEDUP, lake, keys[0])  # a re-run of the first partition, killed mid-commit
+    monkeypatch.undo()
+    run_stage(DEDUP, lake, keys[1])
+    first_ids = set(pq.read_table(lake.data_path("raw_crawl", keys[0]), columns=["id"]).column("id").to_pylist())
+    ledger = pq.read_table(lake.data_path("rejection_ledger", f"dedup/{keys[1]}")).to_pylist()
+    assert [r for r in ledger if r["dup_of"] in first_ids]  # duplicates of the first file are still caught
+
+
+def test_two_writers_of_one_partition_do_not_delete_each_others_files(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    schema = pa.schema([("id", pa.string())])
+    errors, hashes, first_is_writing = [], [], threading.Event()
+
+    def write(tag: str):
+        try:
+            with lake.writer("raw_crawl", "p", schema) as w:
+                for i in range(20):
+                    w.write_rows([{"id": f"{tag}{i}"}])
+                    first_is_writing.set()
+                    time.sleep(0.005)
+                hashes.append(w.commit())
+        except Exception as exc:  # any failure of either writer fails the test
+            errors.append(exc)
+
+    first = threading.Thread(target=write, args=("a",))
+    first.start()
+    first_is_writing.wait(10)
+    second = threading.Thread(target=write, args=("b",))  # starts while the first is mid-write
+    second.start()
+    first.join()
+    second.join()
+    assert not errors and len(hashes) == 2
+    assert pq.read_table(lake.data_path("raw_crawl", "p")).num_rows == 20
+
+
+def test_partition_keys_cannot_read_outside_the_crawl_dir(sample_dir, tmp_path):
+    crawl = _crawl_copy(sample_dir, tmp_path, "ok.warc.gz")
+    outside = tmp_path / "secret.warc.gz"
+    shutil.copy(crawl / "ok.warc.gz", outside)
+    lake = Lake(tmp_path / "lake")
+    for key in ("../secret.warc.gz", str(outside)):
+        with pytest.raises(ValueError, match="outside CRAWL_DIR"):
+            ingest_crawl_file(lake, crawl, key)
+
+
+def test_curation_of_every_stage_runs_on_an_empty_partition(tmp_path):
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    (crawl / "empty.warc.gz").write_bytes(b"")
+    lake = Lake(tmp_path / "lake")
+    ingest_crawl_file(lake, crawl, "empty.warc.gz")
+    for stage in curation_stages():
+        assert run_stage(stage, lake, "empty.warc.gz")["rows"] == 0
