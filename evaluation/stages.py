@@ -12,6 +12,7 @@ import functools
 import json
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import xxhash
 
@@ -19,7 +20,7 @@ from evaluation.contamination import contamination
 from evaluation.report import MODEL_ORDER, build_results, model_card, render_markdown, validate_results
 from evaluation.run import evaluate_checkpoint
 from evaluation.tasks import bundled_tasks, load_tasks
-from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param
+from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param, require
 from pipelines.lake import Lake, atomic_directory, atomic_write_bytes
 from training.checkpoint import checkpoint_hash
 
@@ -33,6 +34,11 @@ class EvalConfig:
     task_files: tuple[str, ...] = param((), "extra task files (JSONL, format in evaluation/tasks.py)")
     max_generation_items: int = param(0, "0 = all; otherwise about this many, every task kept represented")
     max_mc_items: int = param(0, "0 = all multiple-choice items")
+
+    def __post_init__(self):
+        require(self.max_generation_items >= 0 and self.max_mc_items >= 0, self, "max_mc_items", "limits must be >= 0 (0 = all)")
+        for path in self.task_files:
+            require(Path(path).is_file(), self, "task_files", f"{path} is not a file")
 
 
 def select_tasks(cfg: EvalConfig):
@@ -83,6 +89,11 @@ class GateConfig:
     max_val_loss_regression: float = param(0.25, "the aligned model's val loss may exceed the SFT model's by at most this fraction")
     max_contamination_rate: float = param(0.02, "largest share of eval items with an n-gram in the training shards")
     contamination_ngram: int = param(8, "token n-gram length of the contamination test")
+
+    def __post_init__(self):
+        require(self.max_val_loss_regression >= 0, self, "max_val_loss_regression", "must be >= 0")
+        require(0 <= self.max_contamination_rate <= 1, self, "max_contamination_rate", "must be in [0, 1]")
+        require(self.contamination_ngram > 0, self, "contamination_ngram", "must be > 0")
 
 
 def build_report(ctx: StageContext, cfg: GateConfig) -> dict:

@@ -37,6 +37,12 @@ def param(default: Any, doc: str) -> Any:
     return field(default=default, metadata={_DOC: doc})
 
 
+def require(ok: bool, config: Any, name: str, rule: str) -> None:
+    """Config validation at the boundary: a bad value fails before any work, naming field and fix."""
+    if not ok:
+        raise ValueError(f"{type(config).__name__}.{name} = {getattr(config, name)!r}: {rule}")
+
+
 def field_doc(f: dataclasses.Field) -> str:
     return f.metadata.get(_DOC, "")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipelines.contract import Stage, StageContext, config_to_dict, param
+from pipelines.contract import Stage, StageContext, config_to_dict, param, require
 from pipelines.lake import atomic_write_bytes, file_hash
 
 _WORD = re.compile(r"\w+")
@@ -64,6 +64,9 @@ class ChatDataConfig:
     path: str | None = param(None, "JSONL input; None = the bundled sample under CHAT_DIR")
     eval_prompts_path: str | None = param(None, "evaluation prompts to decontaminate against; None = CHAT_DIR/eval_prompts.jsonl")
     ngram: int = param(8, "word n-gram shared with an eval prompt that drops an item")
+
+    def __post_init__(self):
+        require(self.ngram > 0, self, "ngram", "must be > 0")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipelines.contract import config_to_dict, param
+from pipelines.contract import config_to_dict, param, require
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
 from training.datasets import load_jsonl
@@ -146,6 +146,12 @@ class DpoConfig:
     val_fraction: float = param(0.15, "share of pairs held out for reward accuracy")
     seed: int = param(0, "seed of the split and the batch order")
     device: str = param("auto", "auto (CUDA when present), cpu, cuda ...")
+
+    def __post_init__(self):
+        for name in ("beta", "steps", "batch_size", "lr"):
+            require(getattr(self, name) > 0, self, name, "must be > 0")
+        require(self.rpo_alpha >= 0, self, "rpo_alpha", "must be >= 0 (0 = plain DPO)")
+        require(0 < self.val_fraction < 1, self, "val_fraction", "must be between 0 and 1 (exclusive)")
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.contract import config_to_dict, param
+from pipelines.contract import config_to_dict, param, require
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
 from training.data import ShardWindows, unigram_baseline
@@ -32,9 +32,14 @@ class PretrainConfig:
     compile: bool = param(False, "torch.compile the forward and loss (worth it on a GPU)")
     device: str = param("auto", "auto (CUDA when present), cpu, cuda, cuda:1 ...")
 
+    def __post_init__(self):
+        require(self.preset in PRESETS, self, "preset", f"choose one of {sorted(PRESETS)}")
+        for name in ("max_steps", "batch_size", "grad_accum", "lr"):
+            require(getattr(self, name) is None or getattr(self, name) > 0, self, name, "must be > 0 (or None for the preset's)")
+        require(self.eval_every > 0, self, "eval_every", "must be > 0")
+        require(self.checkpoint_every > 0, self, "checkpoint_every", "must be > 0")
+
     def train_config(self) -> loop.TrainConfig:
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         p = PRESETS[self.preset]
 
         def pick(value, preset_value):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.contract import config_to_dict, param
+from pipelines.contract import config_to_dict, param, require
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
 from training.datasets import load_jsonl
@@ -61,6 +61,11 @@ class SftConfig:
     val_fraction: float = param(0.1, "share of conversations held out for validation loss")
     seed: int = param(0, "seed of the split and the batch order")
     device: str = param("auto", "auto (CUDA when present), cpu, cuda ...")
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "lr"):
+            require(getattr(self, name) > 0, self, name, "must be > 0")
+        require(0 < self.val_fraction < 1, self, "val_fraction", "must be between 0 and 1 (exclusive)")
 
 
 @dataclass

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from pipelines.contract import param
+from pipelines.contract import param, require
 from pipelines.curation.minhash import MinHasher, normalize
 from pipelines.lake import atomic_directory, atomic_write_bytes, partition_dirname, recover_swaps
 
@@ -49,6 +49,12 @@ class DedupConfig:
     seed: int = param(1, "seed of the MinHash permutations")
     verify: bool = param(True, "drop LSH candidates whose estimated Jaccard is below threshold - verify_slack")
     verify_slack: float = param(0.05, "tolerance of the signature check on candidates")
+
+    def __post_init__(self):
+        require(0 < self.threshold <= 1, self, "threshold", "must be in (0, 1]")
+        require(self.num_perm > 0 and self.ngram > 0, self, "num_perm", "num_perm and ngram must be > 0")
+        require((self.bands is None) == (self.rows is None), self, "bands", "give both bands and rows, or neither")
+        require(self.bands is None or self.bands * self.rows <= self.num_perm, self, "bands", "bands x rows must be <= num_perm")
 
     def hasher(self) -> MinHasher:
         if self.bands and self.rows:

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param
+from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param, require
 from pipelines.curation.dedup import DedupConfig, DedupIndex, text_hash
 from pipelines.curation.tagger import NoConfig, Rejection, Tagger
 from pipelines.curation.taggers import TAGGERS
@@ -151,13 +151,18 @@ def tagger_stage(tagger: Tagger) -> Stage:
 
 
 # ---- filter ------------------------------------------------------------------------
+def _check_drop_bounds(cfg) -> None:
+    require(0 <= cfg.min_drop_rate <= cfg.max_drop_rate <= 1, cfg, "max_drop_rate", "need 0 <= min_drop_rate <= max_drop_rate <= 1")
+
+
 @functools.cache
 def _curate_config_class(filters: tuple[tuple[str, type], ...]) -> type:
     fields = [(name, cls, field(default=cls(), metadata={"doc": f"thresholds applied to `{name}`"})) for name, cls in filters]
     fields += [("max_drop_rate", float, param(0.95, "blocking check: most documents the filter may remove (share)")),
                ("min_drop_rate", float, param(0.0, "blocking check: fewest documents the filter must remove (share)"))]
     return dataclasses.make_dataclass("CurateConfig", fields, frozen=True,
-                                      namespace={"__doc__": "Thresholds of every registered tagger, applied by curated_web."})
+                                      namespace={"__doc__": "Thresholds of every registered tagger, applied by curated_web.",
+                                                 "__post_init__": _check_drop_bounds})
 
 
 def curate_config_class(taggers: list[Tagger] | None = None) -> type:

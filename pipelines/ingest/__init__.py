@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipelines.contract import Stage, StageContext, config_to_dict, param
+from pipelines.contract import Stage, StageContext, config_to_dict, param, require
 from pipelines.ingest.sources import ingest_source
 from pipelines.ingest.warc import IngestStats, ingest_warc
 from pipelines.lake import Lake
@@ -23,6 +23,10 @@ class CrawlIngestConfig:
     extractor: Literal["resiliparse", "trafilatura"] = param("resiliparse", "HTML main-text extractor")
     min_text_chars: int = param(1, "pages with less extracted text are counted as `no_text`")
     max_record_mb: float = param(20.0, "records with a larger payload are counted as `too_large` and skipped")
+
+    def __post_init__(self):
+        require(self.min_text_chars >= 0, self, "min_text_chars", "must be >= 0")
+        require(self.max_record_mb > 0, self, "max_record_mb", "must be > 0")
 
 
 @dataclass(frozen=True)

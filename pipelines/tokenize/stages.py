@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param
+from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param, require
 from pipelines.lake import Lake, atomic_directory
 from pipelines.tokenize import mixture as mix
 from pipelines.tokenize import shards as sh
@@ -60,6 +60,11 @@ class MixtureWeights:
     preset: str = param("llama1", f"named per-source weights: {', '.join(mix.PRESETS)}")
     weights: dict[str, float] = param({}, "explicit per-source weights, e.g. {web: 0.7, code: 0.3}; override the preset")
 
+    def __post_init__(self):
+        require(all(w >= 0 for w in self.weights.values()) and (not self.weights or sum(self.weights.values()) > 0),
+                self, "weights", "weights must be >= 0 and not all zero")
+        require(bool(self.weights) or self.preset in mix.PRESETS, self, "preset", f"choose one of {sorted(mix.PRESETS)} or give weights")
+
     def resolved(self) -> dict[str, float]:
         if self.weights:
             return dict(self.weights)
@@ -78,6 +83,13 @@ class TokenizerConfig(MixtureWeights):
     seed: int = param(0, "seed of the training sample")
     tokenizer_json: str | None = param(None, "use this tokenizer.json instead of training one")
 
+    def __post_init__(self):
+        super().__post_init__()
+        smallest = 256 + len(tk.SPECIAL_TOKENS)
+        require(self.vocab_size >= smallest, self, "vocab_size", f"must be >= {smallest} (the byte alphabet plus the special tokens)")
+        require(self.sample_chars > 0, self, "sample_chars", "must be > 0")
+        require(self.model_max_length > 0, self, "model_max_length", "must be > 0")
+
 
 @dataclass(frozen=True)
 class MixtureConfig(MixtureWeights):
@@ -89,6 +101,12 @@ class MixtureConfig(MixtureWeights):
     warn_epochs: float = param(2.0, "warn when a source is repeated more than this")
     seed: int = param(0, "seed of the per-source sampling")
 
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.token_budget >= 0, self, "token_budget", "must be >= 0 (0 = automatic)")
+        require(self.max_epochs > 0, self, "max_epochs", "must be > 0")
+        require(self.warn_epochs > 0, self, "warn_epochs", "must be > 0")
+
 
 @dataclass(frozen=True)
 class ShardsConfig:
@@ -99,6 +117,11 @@ class ShardsConfig:
     seed: int = param(0, "seed of the global shuffle")
     max_share_deviation: float = param(0.02, "blocking check: largest realized-vs-target token share deviation "
                                              "for sources with enough data")
+
+    def __post_init__(self):
+        require(0 < self.val_fraction < 1, self, "val_fraction", "must be between 0 and 1 (exclusive)")
+        require(self.shard_tokens > 0, self, "shard_tokens", "must be > 0")
+        require(self.max_share_deviation >= 0, self, "max_share_deviation", "must be >= 0")
 
 
 # ---- tokenizer -----------------------------------------------------------------------
@@ -268,6 +291,7 @@ def shards_stage(ctx: StageContext, cfg: ShardsConfig) -> dict:
 
 def _shards_valid(lake: Lake, manifest: dict) -> CheckResult:
     problems = sh.validate_shards(manifest["path"], manifest)
+    problems += [f"the {split} split is empty" for split, n in manifest["tokens"].items() if n == 0]
     return CheckResult(not problems, {"problems": problems[:20]})
 
 

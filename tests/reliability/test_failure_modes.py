@@ -148,3 +148,46 @@ def test_curation_of_every_stage_runs_on_an_empty_partition(tmp_path):
     ingest_crawl_file(lake, crawl, "empty.warc.gz")
     for stage in curation_stages():
         assert run_stage(stage, lake, "empty.warc.gz")["rows"] == 0
+
+
+@pytest.mark.parametrize("stage, overrides, field", [
+    ("SHARDS", {"val_fraction": 1.5}, "ShardsConfig.val_fraction"),
+    ("MIXTURE", {"token_budget": -5}, "MixtureConfig.token_budget"),
+    ("MIXTURE", {"max_epochs": 0}, "MixtureConfig.max_epochs"),
+    ("TOKENIZER", {"vocab_size": 10}, "TokenizerConfig.vocab_size"),
+])
+def test_nonsensical_token_configs_fail_before_any_work_naming_the_field(tmp_path, stage, overrides, field):
+    from pipelines.tokenize import stages
+
+    lake = Lake(tmp_path / "lake")
+    with pytest.raises(ValueError, match=field):
+        run_stage(getattr(stages, stage), lake, **overrides)
+    assert not lake.root.exists()  # nothing was written
+
+
+def test_shards_with_an_empty_split_fail_their_blocking_check(token_lake, tmp_path):
+    from pipelines.tokenize.stages import SHARDS
+
+    lake = Lake(tmp_path / "copy")
+    shutil.copytree(token_lake.root, lake.root)
+    manifest = run_stage(SHARDS, lake, val_fraction=1e-9, shard_tokens=4000)
+    check = next(c for c in SHARDS.checks if c.name == "shards_valid")
+    result = check.evaluate(lake, manifest)
+    assert not result.passed and "the validation split is empty" in result.metadata["problems"]
+
+
+def test_a_bad_training_config_fails_the_run_with_the_field_named(token_lake, tmp_path):
+    import dagster as dg
+
+    from orchestration.defs.tokens import token_assets
+    from orchestration.defs.training import base_model
+    from orchestration.resources import InputsResource, LakeResource
+
+    resources = {"lake": LakeResource(root=str(token_lake.root)), "inputs": InputsResource(crawl_dir="x", sources_dir="x"),
+                 "pipes_subprocess_client": dg.PipesSubprocessClient()}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([*token_assets, base_model], selection=[base_model], instance=instance, resources=resources,
+                                run_config={"ops": {"base_model": {"config": {"preset": "test", "lr": -1.0}}}},
+                                raise_on_error=False)
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "PretrainConfig.lr = -1.0: must be > 0" in str(failure.event_specific_data.error)

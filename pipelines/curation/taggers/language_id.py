@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipelines.contract import Check, CheckResult, param
+from pipelines.contract import Check, CheckResult, param, require
 from pipelines.curation import langid
 from pipelines.curation.tagger import Rejection, Tagger
 
@@ -22,6 +22,9 @@ class LanguageTagConfig:
 class LanguageFilterConfig:
     keep_languages: tuple[str, ...] = param(("en", "de", "fr", "es"), "languages kept in curated_web; empty keeps every language")
     min_lang_score: float = param(0.65, "documents whose top language probability is lower are dropped (FineWeb's cut)")
+
+    def __post_init__(self):
+        require(0 <= self.min_lang_score <= 1, self, "min_lang_score", "must be in [0, 1]")
 
 
 def _tag(texts: list[str], cfg: LanguageTagConfig):

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from pipelines.contract import param
+from pipelines.contract import param, require
 from pipelines.curation import toxicity
 from pipelines.curation.tagger import Rejection, Tagger
 
@@ -27,6 +27,10 @@ class ToxicityFilterConfig:
     max_toxic_fraction: float = param(0.5, "lines mode: drop the document when more of its characters than this are toxic")
     toxicity_languages: tuple[str, ...] = param(("en",), "languages the scorer was trained on (scores elsewhere are ignored: "
                                                          "the shipped classifier flags ordinary German text); empty = all")
+
+    def __post_init__(self):
+        require(0 <= self.toxicity_threshold <= 1, self, "toxicity_threshold", "must be in [0, 1]")
+        require(0 <= self.max_toxic_fraction <= 1, self, "max_toxic_fraction", "must be in [0, 1]")
 
 
 def _tag(texts: list[str], cfg: ToxicityTagConfig):
