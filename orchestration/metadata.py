@@ -55,6 +55,8 @@ def ingest_metadata(manifest: dict) -> dict:
         "path": dg.MetadataValue.path(manifest["path"]),
         "content_hash": dg.MetadataValue.text(manifest["content_hash"]),
     }
+    if manifest.get("warnings"):
+        meta["repaired_records"] = counts_table(manifest["warnings"], "repair")
     if manifest.get("config"):
         meta["config"] = dg.MetadataValue.json(manifest["config"])
     if manifest.get("content_types"):

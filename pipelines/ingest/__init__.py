@@ -46,7 +46,7 @@ def write_documents(lake: Lake, asset: str, partition_key: str | None, batches, 
     manifest = {
         "asset": asset, "partition": partition_key, "schema_version": SCHEMA_VERSION, "rows": writer.rows,
         "content_hash": content_hash, "path": str(writer.path), "inputs": inputs,
-        "outcomes": dict(stats.outcomes), "other_records": dict(stats.other_records),
+        "outcomes": dict(stats.outcomes), "warnings": dict(stats.warnings), "other_records": dict(stats.other_records),
         "content_types": dict(stats.content_types), "file_bytes": stats.file_bytes,
         "payload_bytes": stats.payload_bytes, "text_chars": stats.text_chars,
         "skipped_bytes": stats.skipped_bytes, "errors": stats.errors, "seconds": round(stats.seconds, 3),

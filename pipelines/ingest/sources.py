@@ -44,8 +44,14 @@ def _iter_raw(path: Path, stats: IngestStats) -> Iterator[tuple[int, dict | None
         return
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8", errors="strict") as fh:
-            for lineno, line in enumerate(fh, 1):
+        with opener(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):  # decoded line by line: one bad byte costs one line
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    stats.error("undecodable_line", f"{path}:{lineno}: byte {raw[exc.start:exc.start + 1]!r} at column "
+                                                    f"{exc.start + 1} is not UTF-8; re-encode the file as UTF-8")
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -54,8 +60,17 @@ def _iter_raw(path: Path, stats: IngestStats) -> Iterator[tuple[int, dict | None
                     stats.error("malformed_json", f"{path}:{lineno}: {exc.msg} at column {exc.colno}")
                     continue
                 yield lineno, rec if isinstance(rec, dict) else None
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError) as exc:
         stats.error("unreadable_file", f"{path}: {exc} (expected UTF-8 JSON Lines, optionally gzip-compressed)")
+
+
+def _as_text(rec: dict, name: str, where: str, stats: IngestStats) -> str | None:
+    """A string field as text; other JSON values are kept as their JSON text, and counted."""
+    value = rec.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    stats.warn("coerced_field", f"{where}: field {name!r} is {type(value).__name__}, expected a string; stored as its JSON text")
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def ingest_source(directory: Path, source: str, *, text_field: str = "text", batch_size: int = 1000,
@@ -67,6 +82,7 @@ def ingest_source(directory: Path, source: str, *, text_field: str = "text", bat
 
 def _iter_rows(directory: Path, source: str, text_field: str, stats: IngestStats) -> Iterator[dict]:
     t0 = time.perf_counter()
+    seen_ids: set[str] = set()
     for path in source_files(directory):
         rel = path.relative_to(directory).as_posix()
         stats.file_bytes += path.stat().st_size
@@ -78,13 +94,18 @@ def _iter_rows(directory: Path, source: str, text_field: str, stats: IngestStats
             if not isinstance(text, str) or not text.strip():
                 stats.error("missing_text", f"{path}:{pos}: no non-empty string field {text_field!r}")
                 continue
+            where = f"{path}:{pos}"
             native = str(rec["id"]) if rec.get("id") is not None else f"{rel}:{pos}"
+            if native in seen_ids:  # an id is one document: a second text under it gets its own, traceable id
+                stats.warn("duplicate_id", f"{where}: id {native!r} was used before in this source; kept as {native}#{rel}:{pos}")
+                native = f"{native}#{rel}:{pos}"
+            seen_ids.add(native)
             stats.outcomes["kept"] += 1
             stats.text_chars += len(text)
             stats.payload_bytes += len(text.encode("utf-8"))
             yield {
-                "id": document_id(source, native), "source": source, "url": rec.get("url"), "crawl": source,
-                "date": None, "title": rec.get("title"), "text": text, "content_type": "text/plain", "charset": "utf-8",
+                "id": document_id(source, native), "source": source, "url": _as_text(rec, "url", where, stats), "crawl": source,
+                "date": None, "title": _as_text(rec, "title", where, stats), "text": text, "content_type": "text/plain", "charset": "utf-8",
                 "origin_file": rel, "origin_offset": pos, "origin_id": native, "raw_bytes": len(text.encode("utf-8")),
             }
     stats.seconds = time.perf_counter() - t0

@@ -60,10 +60,20 @@ class IngestStats:
     errors: list[str] = field(default_factory=list)  # first few messages, with offsets
     seconds: float = 0.0
 
+    warnings: Counter = field(default_factory=Counter)  # kept records that needed a repair (coerced field, duplicate id)
+
     def error(self, outcome: str, message: str) -> None:
         self.outcomes[outcome] += 1
+        self._remember(outcome, message)
+
+    def warn(self, kind: str, message: str) -> None:
+        """A record that is kept, but was repaired on the way in (not an outcome of its own)."""
+        self.warnings[kind] += 1
+        self._remember(kind, message)
+
+    def _remember(self, kind: str, message: str) -> None:
         if len(self.errors) < 20:
-            self.errors.append(f"{outcome}: {message}")
+            self.errors.append(f"{kind}: {message}")
 
     @property
     def records(self) -> int:
@@ -127,7 +137,15 @@ def iter_records(path: Path, stats: IngestStats, max_record_bytes: int | None = 
     stats.file_bytes = path.stat().st_size
     held: tuple[int, object] | None = None
     with open(path, "rb") as fh:
-        gz = fh.read(3) == _GZIP_MAGIC
+        head = fh.read(16)
+        gz = head[:3] == _GZIP_MAGIC
+        if not head:
+            stats.error("empty_file", f"{path.name}: the file is empty (0 bytes)")
+            return
+        if not (_gzip_member_ok(fh, 0) if gz else head.startswith(b"WARC/")) and _find_next_record(fh, 0, gz) is None:
+            stats.error("not_a_warc", f"{path.name}: begins with {head!r} and holds no WARC record (plain or gzip); "
+                                      "is it a crawl file? Move it out of CRAWL_DIR")
+            return
         start = 0
         while True:
             fh.seek(start)

@@ -191,3 +191,31 @@ def test_a_bad_training_config_fails_the_run_with_the_field_named(token_lake, tm
                                 raise_on_error=False)
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "PretrainConfig.lr = -1.0: must be > 0" in str(failure.event_specific_data.error)
+
+
+def test_a_non_warc_file_is_named_as_such_not_truncated(tmp_path):
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    (crawl / "notes.warc.gz").write_bytes(b"these are my notes, not a crawl\n" * 50)
+    manifest = ingest_crawl_file(Lake(tmp_path / "lake"), crawl, "notes.warc.gz")
+    assert manifest["outcomes"] == {"not_a_warc": 1} and "holds no WARC record" in manifest["errors"][0]
+
+
+def test_source_files_lose_only_their_bad_lines(tmp_path):
+    from pipelines.ingest import ingest_source_dir
+
+    books = tmp_path / "sources" / "books"
+    books.mkdir(parents=True)
+    (books / "a.jsonl").write_bytes(
+        b'{"id": 1, "text": "first book", "title": 7}\n'
+        b'{"id": 2, "text": "caf\\u00e9 ok"}\n'
+        b'{"id": 3, "text": "caf\xe9 latin-1 byte"}\n'  # one latin-1 byte: this line only
+        b'{"id": 1, "text": "another text under a reused id", "url": {"host": "x"}}\n')
+    lake = Lake(tmp_path / "lake")
+    manifest = ingest_source_dir(lake, tmp_path / "sources", "books")
+    assert manifest["rows"] == 3 and manifest["outcomes"] == {"kept": 3, "undecodable_line": 1}
+    assert manifest["warnings"] == {"coerced_field": 2, "duplicate_id": 1}
+    assert any("a.jsonl:3" in e and "not UTF-8" in e for e in manifest["errors"])
+    table = pq.read_table(lake.data_path("source_books"))
+    assert len(set(table.column("id").to_pylist())) == 3  # the reused id did not merge two texts
+    assert table.column("title").to_pylist()[0] == "7"
