@@ -81,7 +81,7 @@ def run_ours(model, batches, accum: int, device, compile_: bool, max_steps: int,
         x = batches[(step * accum + micro) % len(batches)]
         return x, x
 
-    return loop.train(model, cfg, source, [], state_dir, context=context)
+    return loop.train(model, cfg, source, [], state_dir, identity="train_bench", context=context)
 
 
 def our_loop(model, batches, steps: int, warmup: int, accum: int, device, compile_: bool, context: int) -> dict:

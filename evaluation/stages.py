@@ -22,6 +22,7 @@ from evaluation.run import evaluate_checkpoint
 from evaluation.tasks import bundled_tasks, load_tasks
 from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param, require
 from pipelines.lake import Lake, atomic_directory, atomic_write_bytes
+from pipelines.tokenize.shards import tokenizer_dir as tokenizer_of
 from training.checkpoint import checkpoint_hash
 
 CANDIDATE = "aligned_model"  # the model the gates judge and promotion ships
@@ -104,8 +105,8 @@ def build_report(ctx: StageContext, cfg: GateConfig) -> dict:
     if problems:
         raise ValueError(f"eval results do not match the schema: {problems}")
     mc, gen = bundled_tasks()
-    contam = contamination([m.question for m in mc] + [g.prompt for g in gen], lake.partition_dir("tokenizer"),
-                           lake.partition_dir("tokenized_shards"), cfg.contamination_ngram)
+    shards = lake.partition_dir("tokenized_shards")
+    contam = contamination([m.question for m in mc] + [g.prompt for g in gen], tokenizer_of(shards), shards, cfg.contamination_ngram)
     markdown = render_markdown(doc, model_card(lake), {n: e["samples"] for n, e in evals.items()})
     markdown += (f"\n## Contamination\n\n{contam['contaminated']} of {contam['items']} eval items share a {contam['ngram']}-token "
                  f"n-gram with the training shards" + (f": {contam['examples']}" if contam["examples"] else "") + "\n")

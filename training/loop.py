@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import xxhash
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from pipelines.lake import atomic_directory
@@ -106,7 +107,19 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 # ---- resume state ------------------------------------------------------------------
-def save_state(state_dir: Path, model, optimizer, state: TrainState) -> None:
+def run_identity(stage: str, config, *inputs, lineage: dict | None = None) -> str:
+    """What a resume state belongs to: stage, config, input data versions and code version.
+
+    A state is resumed only by the same identity (a retry of the same run); any change of
+    config, data, parent checkpoint or code starts training fresh.
+    """
+    code = (lineage or {}).get("code_version")
+    payload = json.dumps({"stage": stage, "config": asdict(config), "inputs": inputs, "code": code},
+                         sort_keys=True, default=str)
+    return xxhash.xxh3_128_hexdigest(payload.encode())
+
+
+def save_state(state_dir: Path, model, optimizer, state: TrainState, identity: str) -> None:
     raw = model.module if hasattr(model, "module") else model
     opt = optimizer.state_dict()
     tensors, scalars = {}, {}
@@ -120,7 +133,8 @@ def save_state(state_dir: Path, model, optimizer, state: TrainState) -> None:
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda{i}"] = s
-    meta = {"state": asdict(state), "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]],
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]]
+    meta = {"identity": identity, "state": asdict(state), "param_groups": groups,
             "scalars": scalars}
     with atomic_directory(Path(state_dir)) as tmp:
         save_model(raw, str(tmp / "model.safetensors"))  # handles tied embeddings
@@ -128,13 +142,16 @@ def save_state(state_dir: Path, model, optimizer, state: TrainState) -> None:
         (tmp / "state.json").write_text(json.dumps(meta))
 
 
-def load_state(state_dir: Path, model, optimizer) -> TrainState | None:
+def load_state(state_dir: Path, model, optimizer, identity: str) -> TrainState | None:
+    """The saved state of this same run, or None (nothing saved, or saved by another run)."""
     state_dir = Path(state_dir)
     if not (state_dir / "state.json").exists():
         return None
+    meta = json.loads((state_dir / "state.json").read_text())
+    if meta.get("identity") != identity:
+        return None
     raw = model.module if hasattr(model, "module") else model
     load_model(raw, str(state_dir / "model.safetensors"), strict=True, device=str(next(raw.parameters()).device))
-    meta = json.loads((state_dir / "state.json").read_text())
     tensors = load_file(str(state_dir / "optimizer.safetensors"))
     torch.set_rng_state(tensors.pop("rng.cpu"))
     cuda_states = [tensors.pop(k) for k in sorted(k for k in tensors if k.startswith("rng.cuda"))]
@@ -156,8 +173,8 @@ Batch = tuple[torch.Tensor, torch.Tensor]  # input_ids, labels (-100 = no loss)
 
 
 def train(model, cfg: TrainConfig, batches: Callable[[int, int, int], Batch], val_batches: list[Batch], state_dir: Path,
-          log: Callable[[dict], None] = lambda m: None, context: int = 0) -> TrainState:
-    """Train until cfg.max_steps, resuming from `state_dir` if it holds a state."""
+          identity: str, log: Callable[[dict], None] = lambda m: None, context: int = 0) -> TrainState:
+    """Train until cfg.max_steps, resuming from `state_dir` if it holds a state of this run (`identity`)."""
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -165,8 +182,12 @@ def train(model, cfg: TrainConfig, batches: Callable[[int, int, int], Batch], va
     model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
                                   fused=device.type == "cuda")
-    state = load_state(state_dir, model, optimizer) or TrainState()
-    if state.step:
+    state = load_state(state_dir, model, optimizer, identity)
+    if state is None:
+        if (Path(state_dir) / "state.json").exists():
+            log({"event": "fresh_start", "reason": "the resume state belongs to another config, data or code version"})
+        state = TrainState()
+    elif state.step:
         log({"event": "resumed", "step": state.step})
     core = model
     if distributed:
@@ -238,7 +259,7 @@ def train(model, cfg: TrainConfig, batches: Callable[[int, int, int], Batch], va
             log(record)
         if rank == 0 and (state.step % cfg.checkpoint_every == 0 or state.step == cfg.max_steps):
             settle()
-            save_state(state_dir, model, optimizer, state)
+            save_state(state_dir, model, optimizer, state, identity)
     settle()
     return state
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from pipelines.contract import config_to_dict, param, require
+from pipelines.tokenize.shards import tokenizer_dir as tokenizer_of
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
 from training.data import ShardWindows, unigram_baseline
@@ -55,8 +56,7 @@ class PretrainConfig:
 class PretrainJob:
     """One pretraining run: the config plus the files it reads and writes (the CLI's JSON)."""
 
-    shards_dir: str
-    tokenizer_dir: str
+    shards_dir: str  # holds the tokenizer it was encoded with, which the model gets by construction
     out_dir: str  # the HF checkpoint goes here; resume state beside it in <out_dir>.state
     config: PretrainConfig = field(default_factory=PretrainConfig)
     lineage: dict | None = None
@@ -77,22 +77,18 @@ def run_pretrain(job: PretrainJob, log=print) -> dict:
     t0 = time.perf_counter()
     cfg = job.config.train_config()
     context = PRESETS[job.config.preset].context_length
-    model, _ = build_model(job.config.preset, job.tokenizer_dir, job.config.seed)
+    tokenizer_dir = tokenizer_of(Path(job.shards_dir))
+    model, _ = build_model(job.config.preset, str(tokenizer_dir), job.config.seed)
     trainee = FusedLlama.from_hf(model)
     train_windows = ShardWindows(Path(job.shards_dir), "train", context)
     val_windows = ShardWindows(Path(job.shards_dir), "validation", context)
     val_batches = val_windows.fixed_batches(8, cfg.batch_size)
-    state_dir = Path(job.out_dir + ".state")
-    fingerprint_file = state_dir.parent / (state_dir.name + ".fingerprint")
-    if fingerprint_file.exists() and fingerprint_file.read_text() != train_windows.fingerprint:
-        raise ValueError(f"resume state in {state_dir} was made from other shards; delete it to start over")
-    fingerprint_file.parent.mkdir(parents=True, exist_ok=True)
-    fingerprint_file.write_text(train_windows.fingerprint)
+    identity = loop.run_identity("pretrain", job.config, train_windows.fingerprint, lineage=job.lineage)
 
     def batches(step, micro, rank):
         return train_windows.batch(cfg.seed, step, micro, rank, cfg.batch_size)
 
-    state = loop.train(trainee, cfg, batches, val_batches, state_dir, log=log, context=context)
+    state = loop.train(trainee, cfg, batches, val_batches, Path(job.out_dir + ".state"), identity, log=log, context=context)
     trainee.to_hf(model)
     baseline = unigram_baseline(train_windows.tokens, val_windows.tokens, model.config.vocab_size)
     final_val = loop.evaluate(trainee, val_batches, loop.pick_device(cfg.device))  # on the training device
@@ -106,6 +102,6 @@ def run_pretrain(job: PretrainJob, log=print) -> dict:
     lineage = dict(job.lineage or {}, stage="pretrain", config=config_to_dict(job.config), preset=preset_dict(job.config.preset),
                    train_config=asdict(cfg),
                    shards_fingerprint=train_windows.fingerprint, metrics=metrics)
-    save_checkpoint(model, Path(job.tokenizer_dir), Path(job.out_dir), lineage, {"history.json": state.history})
+    save_checkpoint(model, tokenizer_dir, Path(job.out_dir), lineage, {"history.json": state.history})
     metrics["checkpoint_hash"] = checkpoint_hash(Path(job.out_dir))
     return {"metrics": metrics, "history": state.history, "path": job.out_dir}

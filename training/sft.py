@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pipelines.contract import config_to_dict, param, require
+from pipelines.lake import file_hash
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
 from training.datasets import load_jsonl
@@ -117,7 +118,9 @@ def run_sft(job: SftJob, log=print) -> dict:
     device = loop.pick_device(c.device)
     trainee = FusedLlama.from_hf(model).to(device)  # the stock copy stays on CPU for saving
     initial_val = loop.evaluate(trainee, val_batches, device)
-    state = loop.train(trainee, cfg, batches, val_batches, Path(job.out_dir + ".state"), log=log, context=row_len)
+    identity = loop.run_identity("sft", job.config, checkpoint_hash(Path(job.base_dir)), file_hash(Path(job.data_path)),
+                                 lineage=job.lineage)
+    state = loop.train(trainee, cfg, batches, val_batches, Path(job.out_dir + ".state"), identity, log=log, context=row_len)
     trainee.to_hf(model)
     metrics = {"initial_val_loss": initial_val, "final_val_loss": loop.evaluate(trainee, val_batches, device),
                "final_train_loss": state.history[-1]["train_loss"], "steps": state.step, "tokens_seen": state.tokens_seen,

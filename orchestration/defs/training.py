@@ -60,8 +60,7 @@ def model_asset(name: str, cli_stage: str, config_cls: type, inputs: Callable[[d
 
 base_model = model_asset(
     "base_model", "pretrain", PretrainConfig, deps=["tokenized_shards", "tokenizer"], automation_condition=WEEKLY,
-    inputs=lambda context, lake: {"shards_dir": str(lake.partition_dir("tokenized_shards")),
-                                  "tokenizer_dir": str(lake.partition_dir("tokenizer")), "lineage": _lineage(context, lake)},
+    inputs=lambda context, lake: {"shards_dir": str(lake.partition_dir("tokenized_shards")), "lineage": _lineage(context, lake)},
     description="A Llama-style causal LM pretrained on the token shards; Hugging Face checkpoint with lineage.json.\n\n"
                 "Resumable: model, optimizer, step and RNG are saved every `checkpoint_every` steps, so a retried run "
                 "continues where the killed one stopped.")

@@ -125,6 +125,14 @@ def validate_shards(root: Path, manifest: dict, decode=None, texts_by_position: 
     return problems
 
 
+TOKENIZER_SUBDIR = "tokenizer"  # the tokenizer the shards were encoded with travels inside the shard directory
+
+
+def tokenizer_dir(shards_dir: Path) -> Path:
+    """The tokenizer that made these shards: what a model trained on them must use."""
+    return Path(shards_dir) / TOKENIZER_SUBDIR
+
+
 def manifest_hash(manifest: dict) -> str:
     """Data version of a shard set: its shard hashes plus what produced them."""
     h = xxhash.xxh3_128()

@@ -10,6 +10,7 @@ shares of the shards match the targets.
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -241,10 +242,13 @@ def shards_stage(ctx: StageContext, cfg: ShardsConfig) -> dict:
     dtype = sh.token_dtype(vocab)
     eos = tok.token_to_id(tk.EOS)
     mixture_manifest = lake.read_manifest("mixture")
+    if mixture_manifest["tokenizer_hash"] != tk.tokenizer_hash(tok_dir):
+        raise ValueError("the mixture was planned with another tokenizer than the current one: re-materialize mixture")
     final = lake.partition_dir("tokenized_shards")
     realized: dict[str, Counter] = {"train": Counter(), "validation": Counter()}
     samples = {}
     with atomic_directory(final) as tmp:
+        shutil.copytree(tok_dir, sh.tokenizer_dir(tmp))
         writers = {split: sh.ShardWriter(tmp / split, dtype, eos, cfg.shard_tokens) for split in ("train", "validation")}
         docs_in = {"train": 0, "validation": 0}
         is_val = {doc_id: _is_validation(doc_id, val_fraction) for doc_id in set(ids)}

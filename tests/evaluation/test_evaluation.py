@@ -28,7 +28,6 @@ def models(token_lake, tmp_path_factory):
     """Tiny base -> SFT -> aligned checkpoints where the eval assets look for them."""
     chat = write_chat_data(tmp_path_factory.mktemp("chat"))
     base = run_pretrain(PretrainJob(shards_dir=str(token_lake.partition_dir("tokenized_shards")),
-                                    tokenizer_dir=str(token_lake.partition_dir("tokenizer")),
                                     out_dir=str(token_lake.checkpoint_dir("base_model")),
                                     config=PretrainConfig(preset="test", max_steps=10, eval_every=5)), log=lambda m: None)
     sft = run_sft(SftJob(base_dir=base["path"], data_path=str(chat["sft"]), out_dir=str(token_lake.checkpoint_dir("sft_model")),

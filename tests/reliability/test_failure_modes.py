@@ -219,3 +219,41 @@ def test_source_files_lose_only_their_bad_lines(tmp_path):
     table = pq.read_table(lake.data_path("source_books"))
     assert len(set(table.column("id").to_pylist())) == 3  # the reused id did not merge two texts
     assert table.column("title").to_pylist()[0] == "7"
+
+
+def _weights(checkpoint: Path) -> bytes:
+    return (checkpoint / "model.safetensors").read_bytes()
+
+
+def test_retraining_with_new_config_data_or_tokenizer_gives_new_weights_and_true_lineage(token_lake, tmp_path):
+    """A leftover resume state used to be resumed by any later run (stale weights under new lineage)."""
+    import json
+
+    from pipelines.tokenize import stages as tok
+    from pipelines.tokenize.shards import tokenizer_dir
+    from pipelines.tokenize.tokenizer import tokenizer_hash
+    from training.pretrain import PretrainConfig, PretrainJob, run_pretrain
+
+    lake = Lake(tmp_path / "copy")
+    shutil.copytree(token_lake.root, lake.root)
+    out = lake.checkpoint_dir("base_model")
+
+    def train(**config):
+        job = PretrainJob(shards_dir=str(lake.partition_dir("tokenized_shards")), out_dir=str(out),
+                          config=PretrainConfig(preset="test", max_steps=6, checkpoint_every=2, eval_every=3, **config))
+        run_pretrain(job, log=lambda m: None)
+        return _weights(out), json.loads((out / "lineage.json").read_text())
+
+    first, _ = train(seed=0)
+    assert train(seed=0)[0] == first  # the same run again: same weights (deterministic, or resumed)
+    reseeded, lineage = train(seed=1)
+    assert reseeded != first and lineage["config"]["seed"] == 1
+    new_lr, lineage = train(seed=1, lr=1e-2)
+    assert new_lr != reseeded and lineage["config"]["lr"] == 1e-2
+    run_stage(tok.SHARDS, lake, val_fraction=0.2, shard_tokens=4000, seed=3)  # new data
+    new_data, lineage = train(seed=1, lr=1e-2)
+    assert new_data != new_lr and lineage["shards_fingerprint"] == lake.read_manifest("tokenized_shards")["content_hash"]
+    run_stage(tok.TOKENIZER, lake, vocab_size=700, model_max_length=64)  # a new tokenizer, shards not rebuilt
+    _, lineage = train(seed=1, lr=1e-2)
+    assert tokenizer_hash(out) == tokenizer_hash(tokenizer_dir(lake.partition_dir("tokenized_shards")))
+    assert tokenizer_hash(out) != tokenizer_hash(lake.partition_dir("tokenizer"))  # the model kept its shards' tokenizer

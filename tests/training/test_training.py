@@ -23,8 +23,8 @@ from training.sft import SftConfig, SftJob, encode_conversation, pack, run_sft
 
 
 def _job(lake, out, lineage=None, **kw):
-    return PretrainJob(shards_dir=str(lake.partition_dir("tokenized_shards")), tokenizer_dir=str(lake.partition_dir("tokenizer")),
-                       out_dir=str(out), config=PretrainConfig(preset="test", **kw), lineage=lineage)
+    return PretrainJob(shards_dir=str(lake.partition_dir("tokenized_shards")), out_dir=str(out),
+                       config=PretrainConfig(preset="test", **kw), lineage=lineage)
 
 
 def test_dpo_loss_matches_a_hand_computation():
