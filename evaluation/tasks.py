@@ -44,15 +44,43 @@ def load_tasks(path: Path) -> tuple[list[McItem], list[GenItem]]:
             continue
         try:
             row = json.loads(line)
-            if "choices" in row:
-                mc.append(McItem(row.get("task", Path(path).stem), row["question"], list(row["choices"]), int(row["gold"])))
-            else:
-                gen.append(GenItem(row.get("task", Path(path).stem), row["prompt"], row.get("answer", ""), row.get("key", ""),
-                                   bool(row.get("harmful", False)), dict(row.get("variants", {}))))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ValueError(f"{path}:{lineno}: {exc!r}; multiple-choice rows need question/choices/gold, "
-                             "generation rows need prompt") from exc
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg}); one task object per line") from exc
+        problem = _task_problem(row)
+        if problem:
+            raise ValueError(f"{path}:{lineno}: {problem}")
+        task = row.get("task", Path(path).stem)
+        if "choices" in row:
+            mc.append(McItem(task, row["question"], list(row["choices"]), row["gold"]))
+        else:
+            gen.append(GenItem(task, row["prompt"], row.get("answer", ""), row.get("key", ""), row.get("harmful", False),
+                               dict(row.get("variants", {}))))
     return mc, gen
+
+
+def _task_problem(row) -> str | None:
+    """Why a task row would be scored wrongly (None = fine): types, gold in range, booleans that are booleans."""
+    if not isinstance(row, dict):
+        return "expected a JSON object"
+    if "choices" in row:
+        choices, gold = row["choices"], row.get("gold")
+        if not isinstance(row.get("question"), str):
+            return "`question` must be a string"
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+            return "`choices` must be a list of at least two strings"
+        if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(choices):
+            return f"`gold` must be the index of the right choice, an integer in 0..{len(choices) - 1} (got {gold!r})"
+        return None
+    if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+        return "generation rows need a non-empty string `prompt` (multiple-choice rows need question/choices/gold)"
+    if "harmful" in row and not isinstance(row["harmful"], bool):
+        return f"`harmful` must be true or false (JSON booleans), not {row['harmful']!r}"
+    for key in ("answer", "key"):
+        if key in row and not isinstance(row[key], str):
+            return f"`{key}` must be a string"
+    if not isinstance(row.get("variants", {}), dict):
+        return "`variants` must be an object {perturbation: prompt}"
+    return None
 
 
 def bundled_tasks() -> tuple[list[McItem], list[GenItem]]:

@@ -35,6 +35,56 @@ def load_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
     return rows
 
 
+ROLES = ("system", "user", "assistant")
+
+
+def conversation_problem(row: dict) -> str | None:
+    """Why a {"messages": [...]} row cannot train (None = it can): roles, order, content types."""
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "`messages` must be a non-empty list of {role, content} objects"
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            return f"messages[{i}] needs `role` and `content`"
+        if m["role"] not in ROLES:
+            return f"messages[{i}].role is {m['role']!r}; use one of {list(ROLES)}"
+        if not isinstance(m["content"], str):
+            return f"messages[{i}].content must be a string, not {type(m['content']).__name__}"
+    turns = [m["role"] for m in messages if m["role"] != "system"]
+    if any(m["role"] == "system" for m in messages[1:]):
+        return "a system message may only come first"
+    if not turns or turns[0] != "user" or any(a == b for a, b in zip(turns, turns[1:])) or turns[-1] != "assistant":
+        return f"turns must alternate user/assistant, starting with user and ending with assistant (got {turns})"
+    return None
+
+
+def pair_problem(row: dict) -> str | None:
+    """Why a preference row cannot train (None = it can)."""
+    for key in ("prompt", "chosen", "rejected"):
+        if not isinstance(row.get(key), str) or not row[key].strip():
+            return f"`{key}` must be a non-empty string"
+    return None
+
+
+def read_valid_rows(path: Path, problem_of) -> tuple[list[dict], list[str]]:
+    """Rows that pass `problem_of`, and a `file:line: problem` message for every row that does not."""
+    rows, problems = [], []
+    for lineno, line in enumerate(Path(path).read_bytes().split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            problems.append(f"{path}:{lineno}: not a UTF-8 JSON object ({exc})")
+            continue
+        problem = problem_of(row) if isinstance(row, dict) else "not a JSON object"
+        if problem:
+            problems.append(f"{path}:{lineno}: {problem}")
+        else:
+            rows.append(row)
+    return rows, problems
+
+
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     words = _WORD.findall(text.lower())
     if len(words) < n:
@@ -89,6 +139,16 @@ def _eval_prompts(path: Path) -> list[str]:
     return [r["prompt"] for r in load_jsonl(path, ("prompt",))] if path.exists() else []
 
 
+def _valid_rows(ctx: StageContext, path: Path, problem_of) -> tuple[list[dict], list[str]]:
+    """Valid rows; invalid ones are counted, logged with file:line and skipped; none valid is an error."""
+    rows, problems = read_valid_rows(path, problem_of)
+    for p in problems[:5]:
+        ctx.warn(f"skipped {p}")
+    if not rows:
+        raise ValueError(f"no usable rows in {path}: " + "; ".join(problems[:5]))
+    return rows, problems
+
+
 def _write(ctx: StageContext, asset: str, rows: list[dict], manifest: dict) -> dict:
     path = ctx.lake.partition_dir(asset) / "data.jsonl"
     atomic_write_bytes(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
@@ -99,17 +159,18 @@ def _write(ctx: StageContext, asset: str, rows: list[dict], manifest: dict) -> d
 
 def build_sft_dataset(ctx: StageContext, cfg: ChatDataConfig) -> dict:
     path, eval_path = _paths(ctx, cfg, "sft.jsonl")
-    rows = load_jsonl(path, ("messages",))
+    rows, problems = _valid_rows(ctx, path, conversation_problem)
     kept, dropped = decontaminate(rows, lambda c: [m["content"] for m in c["messages"] if m["role"] == "user"],
                                   _eval_prompts(eval_path), cfg.ngram)
     return _write(ctx, "sft_dataset", kept, {
         "source": str(path), "eval_prompts": str(eval_path), "decontaminated": len(dropped), "conversations": len(kept),
-        "multi_turn": sum(len(c["messages"]) > 2 for c in kept), "config": config_to_dict(cfg)})
+        "multi_turn": sum(len(c["messages"]) > 2 for c in kept), "invalid_rows": len(problems), "errors": problems[:20],
+        "config": config_to_dict(cfg)})
 
 
 def build_preference_dataset(ctx: StageContext, cfg: PreferenceDataConfig) -> dict:
     path, eval_path = _paths(ctx, cfg, "preferences.jsonl")
-    rows = load_jsonl(path, ("prompt", "chosen", "rejected")) if cfg.mode in ("file", "both") else []
+    rows, problems = _valid_rows(ctx, path, pair_problem) if cfg.mode in ("file", "both") else ([], [])
     if cfg.mode in ("sampled", "both"):
         from training.dpo import sample_pairs
 
@@ -118,7 +179,7 @@ def build_preference_dataset(ctx: StageContext, cfg: PreferenceDataConfig) -> di
     kept, dropped = decontaminate(rows, lambda r: [r["prompt"]], _eval_prompts(eval_path), cfg.ngram)
     return _write(ctx, "preference_dataset", kept, {
         "source": str(path), "mode": cfg.mode, "eval_prompts": str(eval_path), "decontaminated": len(dropped), "pairs": len(kept),
-        "config": config_to_dict(cfg)})
+        "invalid_rows": len(problems), "errors": problems[:20], "config": config_to_dict(cfg)})
 
 
 SFT_DATASET = Stage(

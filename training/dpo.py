@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pipelines.contract import config_to_dict, param, require
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
-from training.datasets import load_jsonl
+from training.datasets import pair_problem, read_valid_rows
 from training.sft import encode_conversation
 
 
@@ -179,7 +179,9 @@ def run_dpo(job: DpoJob, log=print) -> dict:
     for p in reference.parameters():
         p.requires_grad_(False)
     max_len = policy.config.max_position_embeddings
-    raw = load_jsonl(Path(job.pairs_path), ("prompt", "chosen", "rejected"))
+    raw, problems = read_valid_rows(Path(job.pairs_path), pair_problem)
+    if problems:
+        raise ValueError("preference pairs have invalid rows (build them with the preference_dataset stage): " + "; ".join(problems[:5]))
     pairs = [e for e in (encode_pair(tok, r, max_len) for r in raw) if e]
     order = np.random.default_rng(c.seed).permutation(len(pairs))
     n_val = max(1, int(len(pairs) * c.val_fraction))

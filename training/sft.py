@@ -21,7 +21,7 @@ from pipelines.contract import config_to_dict, param, require
 from pipelines.lake import file_hash
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
-from training.datasets import load_jsonl
+from training.datasets import conversation_problem, read_valid_rows
 from training.fused_llama import FusedLlama
 
 
@@ -82,7 +82,9 @@ class SftJob:
 
 
 def prepare_sft(job: SftJob, tok, row_len: int) -> dict:
-    convs = load_jsonl(Path(job.data_path), ("messages",))
+    convs, problems = read_valid_rows(Path(job.data_path), conversation_problem)
+    if problems:
+        raise ValueError("SFT data has invalid rows (build it with the sft_dataset stage, which skips them): " + "; ".join(problems[:5]))
     encoded = [e for e in (encode_conversation(tok, c["messages"], row_len) for c in convs) if e]
     rng = np.random.default_rng(job.config.seed)
     order = rng.permutation(len(encoded))

@@ -257,3 +257,41 @@ def test_retraining_with_new_config_data_or_tokenizer_gives_new_weights_and_true
     _, lineage = train(seed=1, lr=1e-2)
     assert tokenizer_hash(out) == tokenizer_hash(tokenizer_dir(lake.partition_dir("tokenized_shards")))
     assert tokenizer_hash(out) != tokenizer_hash(lake.partition_dir("tokenizer"))  # the model kept its shards' tokenizer
+
+
+def test_bad_chat_rows_are_skipped_with_file_line_and_reason(tmp_path):
+    import json
+
+    from pipelines.contract import Inputs
+    from training.datasets import SFT_DATASET
+
+    chat = tmp_path / "chat"
+    chat.mkdir()
+    good = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}
+    rows = [good,
+            {"messages": [{"content": "no role"}, {"role": "assistant", "content": "x"}]},
+            {"messages": [{"role": "user", "content": "Hi"}, {"role": "bot", "content": "x"}]},
+            {"messages": [{"role": "assistant", "content": "first"}, {"role": "user", "content": "then"}]}]
+    (chat / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lake = Lake(tmp_path / "lake")
+    manifest = run_stage(SFT_DATASET, lake, inputs=Inputs(tmp_path, tmp_path, chat))
+    assert manifest["conversations"] == 1 and manifest["invalid_rows"] == 3
+    errors = "\n".join(manifest["errors"])
+    assert "sft.jsonl:2: messages[0] needs `role`" in errors and "sft.jsonl:3: messages[1].role is 'bot'" in errors
+    assert "sft.jsonl:4: turns must alternate" in errors
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"question": "q", "choices": ["a", "b"], "gold": 2}, "`gold` must be the index"),
+    ({"question": "q", "choices": "ab", "gold": 0}, "`choices` must be a list"),
+    ({"prompt": "p", "harmful": "false"}, "`harmful` must be true or false"),
+])
+def test_eval_rows_that_would_be_scored_wrongly_are_refused(tmp_path, row, message):
+    import json
+
+    from evaluation.tasks import load_tasks
+
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(json.dumps({"prompt": "fine"}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match=f"tasks.jsonl:2: {message}"):
+        load_tasks(path)
