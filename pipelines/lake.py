@@ -278,6 +278,10 @@ class Lake:
         """The job file (paths, config, lineage) a model asset hands to `training.cli`."""
         return self.model_dir(model) / "job.json"
 
+    def training_error_path(self, model: str) -> Path:
+        """Where the training process leaves its error, for the run's failure message."""
+        return self.model_dir(model) / "error.txt"
+
     def promoted_dir(self) -> Path:
         return self.model_dir(PROMOTED)
 

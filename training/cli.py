@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -66,7 +67,17 @@ def main(argv=None) -> None:
     parser.add_argument("stage", choices=sorted(JOBS))
     parser.add_argument("--config", required=True, help="JSON file with the job's fields: paths, `config` "
                                                           "(PretrainConfig / SftConfig / DpoConfig fields), `lineage`")
+    parser.add_argument("--error-file", help="on failure, write the error here (the Dagster asset shows it in the run's failure)")
     args = parser.parse_args(argv)
+    try:
+        _run(args)
+    except Exception as exc:
+        if args.error_file:
+            Path(args.error_file).write_text("".join(traceback.format_exception(exc)[-12:]))
+        raise
+
+
+def _run(args) -> None:
     job = config_from_dict(JOBS[args.stage], json.loads(Path(args.config).read_text()))
     rank, _ = _distributed()
     with _pipes() as pipes:

@@ -77,11 +77,11 @@ def run_pretrain(job: PretrainJob, log=print) -> dict:
     t0 = time.perf_counter()
     cfg = job.config.train_config()
     context = PRESETS[job.config.preset].context_length
+    train_windows = ShardWindows(Path(job.shards_dir), "train", context)  # data problems surface before the model is built
+    val_windows = ShardWindows(Path(job.shards_dir), "validation", context)
     tokenizer_dir = tokenizer_of(Path(job.shards_dir))
     model, _ = build_model(job.config.preset, str(tokenizer_dir), job.config.seed)
     trainee = FusedLlama.from_hf(model)
-    train_windows = ShardWindows(Path(job.shards_dir), "train", context)
-    val_windows = ShardWindows(Path(job.shards_dir), "validation", context)
     val_batches = val_windows.fixed_batches(8, cfg.batch_size)
     identity = loop.run_identity("pretrain", job.config, train_windows.fingerprint, lineage=job.lineage)
 

@@ -49,11 +49,19 @@ def model_asset(name: str, cli_stage: str, config_cls: type, inputs: Callable[[d
         job = {**inputs(context, lake.lake), "out_dir": str(lake.lake.checkpoint_dir(name)),
                "config": config_to_dict(to_library(config, config_cls))}
         config_from_dict(JOBS[cli_stage], job)  # a malformed job fails here, not in the child
-        job_path = lake.lake.training_job_path(name)
+        job_path, error_path = lake.lake.training_job_path(name), lake.lake.training_error_path(name)
         atomic_write_bytes(job_path, json.dumps(job, indent=2, default=str).encode())
-        return pipes_subprocess_client.run(
-            context=context, command=[sys.executable, "-m", "training.cli", cli_stage, "--config", str(job_path)],
-            extras={"job": str(job_path)}).get_materialize_result()
+        error_path.unlink(missing_ok=True)
+        command = [sys.executable, "-m", "training.cli", cli_stage, "--config", str(job_path), "--error-file", str(error_path)]
+        try:
+            return pipes_subprocess_client.run(context=context, command=command, extras={"job": str(job_path)}).get_materialize_result()
+        except Exception as exc:  # the Pipes client's own error says only "failed with code 1"
+            if not error_path.exists():
+                raise
+            error = error_path.read_text()
+            raise dg.Failure(description=f"{name} training failed: {error.strip().splitlines()[-1]}",
+                             metadata={"traceback": dg.MetadataValue.md(f"```\n{error}\n```"),
+                                       "job": dg.MetadataValue.path(str(job_path))}) from exc
 
     return model
 

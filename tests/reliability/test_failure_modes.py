@@ -295,3 +295,23 @@ def test_eval_rows_that_would_be_scored_wrongly_are_refused(tmp_path, row, messa
     path.write_text(json.dumps({"prompt": "fine"}) + "\n" + json.dumps(row) + "\n")
     with pytest.raises(ValueError, match=f"tasks.jsonl:2: {message}"):
         load_tasks(path)
+
+
+def test_an_error_inside_the_training_process_reaches_the_run_failure(token_lake, tmp_path):
+    import dagster as dg
+
+    from orchestration.defs.tokens import token_assets
+    from orchestration.defs.training import base_model
+    from orchestration.resources import InputsResource, LakeResource
+
+    lake = Lake(tmp_path / "copy")
+    shutil.copytree(token_lake.root, lake.root)
+    next((lake.partition_dir("tokenized_shards") / "train").glob("*.ds")).unlink()  # a shard lost under the job
+    resources = {"lake": LakeResource(root=str(lake.root)), "inputs": InputsResource(crawl_dir="x", sources_dir="x"),
+                 "pipes_subprocess_client": dg.PipesSubprocessClient()}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([*token_assets, base_model], selection=[base_model], instance=instance, resources=resources,
+                                run_config={"ops": {"base_model": {"config": {"preset": "test"}}}}, raise_on_error=False)
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = str(failure.event_specific_data.error) + str(failure.event_specific_data.user_failure_data)
+    assert "base_model training failed: FileNotFoundError" in message
