@@ -10,6 +10,7 @@ way. The cursor holds the sizes of such pending files.
 
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -84,3 +85,40 @@ def run_failure_recorder(context: dg.RunFailureSensorContext, lake: LakeResource
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
     context.log.info(f"recorded failed run {record['run_id']} in {path}")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a running (not zombie) process on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Fails runs whose process died on this machine (SIGKILL, OOM) and frees their pool slots, so later "
+                       "dedup and training runs do not wait for them forever.")
+def dead_run_reaper(context: dg.SensorEvaluationContext):
+    instance = context.instance
+    reaped = []
+    for record in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        run = record.dagster_run
+        starts = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_START).records
+        pid = starts[0].event_log_entry.dagster_event.pid if starts else None
+        if pid is None or process_alive(pid):
+            continue
+        instance.report_run_failed(run, f"the run's process (pid {pid}) is gone (killed or out of memory); "
+                                        "its pool slots were freed. Re-run it: training resumes from its last state.")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reaped.append(run.run_id)
+    if not reaped:
+        return dg.SkipReason("no dead runs")
+    context.log.warning(f"failed {len(reaped)} dead run(s) and freed their pool slots: {reaped}")
+    return dg.SkipReason(f"reaped {len(reaped)} dead run(s)")

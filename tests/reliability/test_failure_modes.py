@@ -315,3 +315,32 @@ def test_an_error_inside_the_training_process_reaches_the_run_failure(token_lake
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = str(failure.event_specific_data.error) + str(failure.event_specific_data.user_failure_data)
     assert "base_model training failed: FileNotFoundError" in message
+
+
+def test_a_killed_runs_pool_slot_is_freed(tmp_path):
+    import subprocess
+
+    import dagster as dg
+    import yaml
+    from dagster._core.events import DagsterEvent  # building the event a run worker writes at start
+
+    from orchestration.defs.sensors import dead_run_reaper
+
+    settings = yaml.safe_load(Path("dagster.yaml").read_text())
+    assert settings["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
+    with dg.instance_for_test(overrides={"concurrency": settings["concurrency"]}) as instance:
+        @dg.asset(pool="training")
+        def model():
+            ...
+
+        run = instance.create_run_for_job(dg.Definitions(assets=[model]).resolve_implicit_global_asset_job_def())
+        worker = subprocess.Popen(["true"])  # the run's process, then killed (here: exited)
+        worker.wait()
+        instance.report_dagster_event(DagsterEvent(event_type_value=dg.DagsterEventType.RUN_START.value,
+                                                   job_name=run.job_name, pid=worker.pid), run.run_id)
+        instance.event_log_storage.set_concurrency_slots("training", 1)
+        instance.event_log_storage.claim_concurrency_slot("training", run.run_id, "model")
+        assert instance.event_log_storage.get_concurrency_info("training").claimed_slots  # the slot a later run waits for
+        dead_run_reaper(dg.build_sensor_context(instance=instance))
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert not instance.event_log_storage.get_concurrency_info("training").claimed_slots
