@@ -344,3 +344,35 @@ def test_a_killed_runs_pool_slot_is_freed(tmp_path):
         dead_run_reaper(dg.build_sensor_context(instance=instance))
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
         assert not instance.event_log_storage.get_concurrency_info("training").claimed_slots
+
+
+BOMB_INGEST = """
+import resource, sys
+from pathlib import Path
+from pipelines.ingest import CrawlIngestConfig, ingest_crawl_file
+from pipelines.lake import Lake
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+m = ingest_crawl_file(Lake(sys.argv[1]), Path(sys.argv[2]).parent, Path(sys.argv[2]).name, config=CrawlIngestConfig(max_record_mb=20))
+growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(growth, m["rows"], sorted(m["outcomes"]))
+"""
+
+
+@pytest.mark.parametrize("kind", ["http", "member", "file"])
+def test_compression_bombs_stay_within_bounded_memory(tmp_path, kind):
+    import subprocess
+    import sys
+
+    from pipelines.sample.bombs import write_bomb
+
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    bomb = write_bomb(crawl / f"{kind}.warc.gz", kind, inflated_bytes=1 << 30)  # 1 GiB inflated
+    assert bomb.stat().st_size < 4 << 20
+    out = subprocess.run([sys.executable, "-c", BOMB_INGEST, str(tmp_path / "lake"), str(bomb)], capture_output=True,
+                         text=True, timeout=300, check=True).stdout.split(" ", 2)
+    growth_mb, rows, outcomes = float(out[0]), int(out[1]), out[2]
+    assert growth_mb < 200, f"{kind} bomb grew RSS by {growth_mb:.0f} MB"
+    # the pages around a bomb are kept; the bomb itself is an outcome, not a document
+    expected = {"http": (1, "too_large"), "member": (2, "truncated"), "file": (0, "not_a_warc")}[kind]
+    assert rows == expected[0] and expected[1] in outcomes
