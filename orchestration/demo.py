@@ -41,7 +41,7 @@ def discover_partitions(instance: dg.DagsterInstance) -> list[str]:
         if isinstance(result, dg.SensorResult):
             for req in result.dynamic_partitions_requests or []:
                 instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-        if not cursor or cursor == "{}":
+        if not json.loads(cursor or "{}").get("pending"):
             break
         time.sleep(1)
     return instance.get_dynamic_partitions(crawl_files.name)

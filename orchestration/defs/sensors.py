@@ -1,13 +1,13 @@
-"""Sensors: new crawl files become partitions and runs; automation conditions are evaluated; failed
-runs are recorded.
+"""Sensors: new or changed crawl files become partition runs; dedup decisions that point at vanished
+survivors are repaired; automation conditions are evaluated; failed and dead runs are handled.
 
-The crawl-directory sensor:
-
-A file is added once its size has stopped changing between two ticks (or it is
-older than `SETTLE_SECONDS`), so a WARC still being copied is never ingested half
-way. The cursor holds the sizes of such pending files.
+The crawl-directory sensor treats a crawl file as a versioned input. A file is added once its
+size stopped changing between two ticks (or it is older than `SETTLE_SECONDS`), so a WARC
+still being copied is not ingested half way; a registered file whose size or mtime changes
+(replaced under the same name, or a stalled copy that resumed) is re-ingested, with its
+curation, once it settles again. The cursor holds the sizes of pending files, the (size,
+mtime) each registered file was last requested with, and the hidden files already reported.
 """
-
 
 import json
 import os
@@ -18,53 +18,91 @@ import dagster as dg
 
 from orchestration.partitions import crawl_files
 from orchestration.resources import InputsResource, LakeResource
-from pipelines.ingest.warc import is_crawl_file
+from pipelines.ingest.warc import WARC_SUFFIXES, is_crawl_file
 
 SETTLE_SECONDS = 30
 INVALID_KEY_PARTS = ("...", "\n", "\r", "\t", "\0")
 
 
-def list_crawl_files(crawl_dir: Path) -> dict[str, tuple[int, float]]:
-    """{relative path: (size, mtime)} for every WARC/WET file below `crawl_dir`."""
+def list_crawl_files(crawl_dir: Path) -> tuple[dict[str, tuple[int, int]], list[str]]:
+    """({relative path: (size, mtime_ns)} of every WARC/WET file below `crawl_dir`, hidden ones skipped)."""
     if not crawl_dir.is_dir():
-        return {}
-    out = {}
+        return {}, []
+    files, hidden = {}, []
     for p in crawl_dir.rglob("*"):
-        if p.is_file() and is_crawl_file(p):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(crawl_dir).as_posix()
+        if is_crawl_file(p):
             st = p.stat()
-            out[p.relative_to(crawl_dir).as_posix()] = (st.st_size, st.st_mtime)
-    return out
+            files[rel] = (st.st_size, st.st_mtime_ns)
+        elif p.name.startswith(".") and p.name.endswith(WARC_SUFFIXES):
+            hidden.append(rel)
+    return files, sorted(hidden)
+
+
+def _read_cursor(raw: str | None) -> tuple[dict, dict, set]:
+    data = json.loads(raw) if raw else {}
+    if data and not {"pending", "seen", "hidden"} & set(data):  # an older cursor: the sizes of pending files
+        data = {"pending": data}
+    return data.get("pending", {}), data.get("seen", {}), set(data.get("hidden", []))
 
 
 @dg.sensor(job_name="crawl_partition_job", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Watches CRAWL_DIR; each new, fully written WARC/WET file becomes a `crawl_files` partition and a run.")
+           description="Watches CRAWL_DIR; each new, fully written WARC/WET file becomes a `crawl_files` partition and a run; "
+                       "a registered file that changed (replaced, or grew after a stall) is re-ingested.")
 def crawl_file_sensor(context: dg.SensorEvaluationContext, inputs: InputsResource):
     crawl_dir = inputs.crawl_path
     if not crawl_dir.is_dir():
         return dg.SkipReason(f"CRAWL_DIR {crawl_dir} does not exist; set CRAWL_DIR or create it")
-    pending: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+    pending, seen, reported = _read_cursor(context.cursor)
     known = set(context.instance.get_dynamic_partitions(crawl_files.name))
-    now = time.time()
-    ready, still_pending = [], {}
-    for rel, (size, mtime) in sorted(list_crawl_files(crawl_dir).items()):
-        if rel in known:
-            continue
+    now_ns = time.time_ns()
+    files, hidden = list_crawl_files(crawl_dir)
+    for rel in sorted(set(hidden) - reported):
+        context.log.warning(f"not ingesting hidden file {rel!r} (a name starting with '.' marks a file being written); "
+                            "rename it without the dot to ingest it")
+    new, changed, still_pending = [], [], {}
+    for rel, (size, mtime_ns) in sorted(files.items()):
         if any(bad in rel for bad in INVALID_KEY_PARTS):
             context.log.warning(f"skipping {rel!r}: its name cannot be a partition key; rename it")
             continue
-        if now - mtime >= SETTLE_SECONDS or pending.get(rel) == size:
-            ready.append(rel)
-        else:
+        version = [size, mtime_ns]
+        if rel in known and seen.get(rel, version) == version:
+            seen[rel] = version
+            continue
+        if now_ns - mtime_ns < SETTLE_SECONDS * 1_000_000_000 and pending.get(rel) != size:
             still_pending[rel] = size
-    context.update_cursor(json.dumps(still_pending, sort_keys=True))
-    if not ready:
+            continue
+        (changed if rel in known else new).append(rel)
+        seen[rel] = version
+    context.update_cursor(json.dumps({"pending": still_pending, "seen": seen, "hidden": hidden}, sort_keys=True))
+    if not new and not changed:
         waiting = f"; {len(still_pending)} file(s) still being written" if still_pending else ""
-        return dg.SkipReason(f"no new crawl files in {crawl_dir}{waiting}")
-    context.log.info(f"adding {len(ready)} crawl file partition(s): {ready[:5]}{'...' if len(ready) > 5 else ''}")
-    return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=rel, run_key=f"ingest:{rel}") for rel in ready],
-        dynamic_partitions_requests=[crawl_files.build_add_request(ready)],
-    )
+        waiting += f"; {len(hidden)} hidden file(s) not ingested: {hidden[:3]}" if hidden else ""
+        return dg.SkipReason(f"no new or changed crawl files in {crawl_dir}{waiting}")
+    if new:
+        context.log.info(f"adding {len(new)} crawl file partition(s): {new[:5]}{'...' if len(new) > 5 else ''}")
+    for rel in changed:
+        context.log.warning(f"{rel} changed since it was ingested (size/mtime {seen[rel]}): re-ingesting it and its curation")
+    requests = [dg.RunRequest(partition_key=rel, run_key=f"ingest:{rel}") for rel in new]
+    requests += [dg.RunRequest(partition_key=rel, run_key=f"reingest:{rel}:{seen[rel][0]}:{seen[rel][1]}") for rel in changed]
+    return dg.SensorResult(run_requests=requests,
+                           dynamic_partitions_requests=[crawl_files.build_add_request(new)] if new else [])
+
+
+@dg.sensor(job_name="crawl_partition_job", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="When a re-ingested crawl file no longer holds documents that later files were deduplicated "
+                       "against, re-runs those later files so their duplicates are decided again.")
+def dedup_repair_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
+    requests = []
+    for manifest in lake.lake.manifests("deduped"):
+        for partition in manifest.get("repair_partitions", []):
+            requests.append(dg.RunRequest(partition_key=partition,
+                                          run_key=f"repair:{partition}:{manifest['partition']}:{manifest['content_hash']}"))
+    if not requests:
+        return dg.SkipReason("no dedup decision points at a vanished survivor")
+    return requests
 
 
 automation_sensor = dg.AutomationConditionSensorDefinition(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -72,6 +72,7 @@ class DedupResult:
     seq: int
     candidate_pairs: int
     verified_pairs: int
+    vanished: list[str] = field(default_factory=list)  # ids this partition's previous index had and the new one lacks
 
 
 def text_hash(text: str) -> str:
@@ -148,7 +149,10 @@ class DedupIndex:
                               "band": np.tile(np.arange(hasher.bands, dtype=np.int16), n), "key": keys.reshape(-1)},
                              schema=BANDS_SCHEMA)  # typed even when the partition has no documents
             result = self._match(docs, bands, seq, sigs, config)
+            previous = self.root / partition_dirname(partition) / "docs.parquet"
+            before = set(pq.read_table(previous, columns=["id"]).column("id").to_pylist()) if previous.exists() else set()
             self._commit(partition, seq, docs, bands)
+            result.vanished = sorted(before - set(ids))
         return result
 
     def _match(self, docs: pa.Table, bands: pa.Table, seq: int, sigs: np.ndarray, config: DedupConfig) -> DedupResult:

@@ -110,11 +110,24 @@ def dedup_partition(ctx: StageContext, config: DedupConfig = DedupConfig()) -> d
     kept = docs.append_column("dup_cluster", pa.array(res.cluster, pa.string())).filter(pa.array(res.keep))
     hasher = config.hasher()
     report.extra = {"ledger_hash": _write_ledger(lake, "dedup", partition, ledger), "index_seq": res.seq,
+                    "repair_partitions": _partitions_pointing_at(lake, res.vanished, partition),
                     "candidate_pairs": res.candidate_pairs, "verified_pairs": res.verified_pairs,
                     "lsh": {"bands": hasher.bands, "rows": hasher.rows, "num_perm": hasher.num_perm, "ngram": hasher.ngram,
                             "threshold": config.threshold}}
     report.seconds = time.perf_counter() - t0
     return _write(lake, kept.cast(DEDUPED_SCHEMA), report, _upstream(lake, "raw_crawl", partition=partition))
+
+
+def _partitions_pointing_at(lake: Lake, vanished: list[str], partition: str) -> list[str]:
+    """Other partitions whose dedup decisions name one of `vanished` as survivor: they need a re-run
+    (this partition's file changed and no longer holds those documents)."""
+    if not vanished or LEDGER not in lake.assets():
+        return []
+    con = lake.connect()
+    con.execute("CREATE TEMP TABLE vanished AS SELECT unnest(?::VARCHAR[]) AS id", [vanished])
+    rows = con.execute(f"SELECT DISTINCT partition FROM {LEDGER} WHERE stage = 'dedup' AND partition != ? "
+                       "AND dup_of IN (SELECT id FROM vanished) ORDER BY 1", [partition]).fetchall()
+    return [p for (p,) in rows]
 
 
 def _no_exact_duplicates(lake: Lake, manifest: dict) -> CheckResult:

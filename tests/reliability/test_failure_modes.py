@@ -376,3 +376,89 @@ def test_compression_bombs_stay_within_bounded_memory(tmp_path, kind):
     # the pages around a bomb are kept; the bomb itself is an outcome, not a document
     expected = {"http": (1, "too_large"), "member": (2, "truncated"), "file": (0, "not_a_warc")}[kind]
     assert rows == expected[0] and expected[1] in outcomes
+
+
+def _sensor_tick(instance, crawl: Path, cursor=None):
+    import dagster as dg
+
+    from orchestration.defs.sensors import crawl_file_sensor
+    from orchestration.resources import InputsResource
+
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                  resources={"inputs": InputsResource(crawl_dir=str(crawl), sources_dir=str(crawl))})
+    result = crawl_file_sensor(ctx)
+    if isinstance(result, dg.SensorResult):
+        for req in result.dynamic_partitions_requests:
+            instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    return result, ctx.cursor
+
+
+def _settle(path: Path, seconds: int = 3600):
+    import os
+
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def test_a_crawl_file_replaced_or_grown_after_registration_is_requested_again(sample_dir, tmp_path):
+    import dagster as dg
+
+    files = sorted(p for p in (sample_dir / "crawl").iterdir() if ".wet" not in p.name)
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    target = crawl / "a.warc.gz"
+    target.write_bytes(files[0].read_bytes()[:5000])  # a copy that stalled mid-write for longer than a tick
+    _settle(target)
+    with dg.instance_for_test() as instance:
+        result, cursor = _sensor_tick(instance, crawl)
+        assert [r.run_key for r in result.run_requests] == ["ingest:a.warc.gz"]
+        result, cursor = _sensor_tick(instance, crawl, cursor)
+        assert isinstance(result, dg.SkipReason)  # nothing changed
+        target.write_bytes(files[0].read_bytes())  # the copy resumed and finished
+        _settle(target, 1800)
+        result, cursor = _sensor_tick(instance, crawl, cursor)
+        assert [r.partition_key for r in result.run_requests] == ["a.warc.gz"]
+        assert result.run_requests[0].run_key.startswith("reingest:a.warc.gz:")
+        shutil.copy(files[1], target)  # replaced under the same name
+        _settle(target, 600)
+        result, cursor = _sensor_tick(instance, crawl, cursor)
+        assert [r.partition_key for r in result.run_requests] == ["a.warc.gz"]
+
+
+def test_hidden_crawl_files_are_reported_not_ignored_silently(sample_dir, tmp_path):
+    import json
+
+    import dagster as dg
+
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    shutil.copy(sorted((sample_dir / "crawl").iterdir())[0], crawl / ".hidden.warc.gz")
+    with dg.instance_for_test() as instance:
+        result, cursor = _sensor_tick(instance, crawl)
+        assert "1 hidden file(s) not ingested: ['.hidden.warc.gz']" in result.skip_message  # shown in the tick history
+        assert json.loads(cursor)["hidden"] == [".hidden.warc.gz"]  # the warning is logged once, not every tick
+
+
+def test_documents_that_pointed_at_vanished_survivors_are_repaired(sample_dir, tmp_path):
+    import dagster as dg
+
+    from orchestration.defs.sensors import dedup_repair_sensor
+    from orchestration.resources import LakeResource
+
+    files = sorted(p for p in (sample_dir / "crawl").iterdir() if ".wet" not in p.name)
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    shutil.copy(files[0], crawl / "a.warc.gz")
+    shutil.copy(files[0], crawl / "b.warc.gz")  # every page of b duplicates a page of a
+    lake = Lake(tmp_path / "lake")
+    for key in ("a.warc.gz", "b.warc.gz"):
+        ingest_crawl_file(lake, crawl, key)
+        run_stage(DEDUP, lake, key)
+    assert lake.read_manifest("deduped", "b.warc.gz")["rows"] == 0
+    shutil.copy(files[1], crawl / "a.warc.gz")  # a is replaced: b's survivors are gone
+    ingest_crawl_file(lake, crawl, "a.warc.gz")
+    assert run_stage(DEDUP, lake, "a.warc.gz")["repair_partitions"] == ["b.warc.gz"]
+    with dg.instance_for_test() as instance:
+        requests = dedup_repair_sensor(dg.build_sensor_context(instance=instance, resources={"lake": LakeResource(root=str(lake.root))}))
+    assert [r.partition_key for r in requests] == ["b.warc.gz"]
+    assert run_stage(DEDUP, lake, "b.warc.gz")["rows"] > 0  # the re-run keeps b's pages that have no survivor left
