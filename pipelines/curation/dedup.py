@@ -36,7 +36,7 @@ import xxhash
 
 from pipelines.contract import param, require
 from pipelines.curation.minhash import MinHasher, normalize
-from pipelines.lake import atomic_directory, atomic_write_bytes, partition_dirname, recover_swaps
+from pipelines.lake import atomic_directory, atomic_write_bytes, partition_dirname, recover_swaps, sql_string
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,10 @@ BANDS_SCHEMA = pa.schema([("seq", pa.int64()), ("id", pa.string()), ("rank", pa.
                           ("key", pa.uint64())])
 
 
+def _sql_list(paths: list[str]) -> str:
+    return "[" + ", ".join(sql_string(p) for p in paths) + "]"
+
+
 class DedupIndex:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -161,8 +165,8 @@ class DedupIndex:
         con.register("new_bands", bands)
         old_docs, old_bands = self._files("docs.parquet", seq), self._files("bands.parquet", seq)
         empty_docs = "SELECT * FROM new_docs WHERE false"
-        con.execute(f"CREATE VIEW old_docs AS {f'SELECT * FROM read_parquet({old_docs!r})' if old_docs else empty_docs}")
-        old_bands_sql = f"SELECT * FROM read_parquet({old_bands!r})" if old_bands else "SELECT * FROM new_bands WHERE false"
+        con.execute(f"CREATE VIEW old_docs AS {f'SELECT * FROM read_parquet({_sql_list(old_docs)})' if old_docs else empty_docs}")
+        old_bands_sql = f"SELECT * FROM read_parquet({_sql_list(old_bands)})" if old_bands else "SELECT * FROM new_bands WHERE false"
         con.execute(f"CREATE VIEW old_bands AS {old_bands_sql}")
         # Every document links to the earliest document sharing its exact hash or an LSH bucket,
         # among older partitions and earlier positions of its own partition (a star per bucket).
