@@ -12,7 +12,9 @@ Layout (documented in README):
     <LAKE_DIR>/models/promoted/                          the promoted checkpoint and its model card
     <LAKE_DIR>/evals/<model>.json                        eval results per model
 
-Only this module joins lake paths; every other module asks `Lake` for them.
+Only this module joins lake paths; every other module asks `Lake` for them. Writers of one
+target take an flock on an empty `.<name>.lock` beside it; lock files are never deleted
+(deleting one while another process waits on it would let two writers in).
 
 Writers put data in a hidden temp file in the target directory and `os.replace` it
 into place, so a reader or a crashed run never sees a half-written file.
