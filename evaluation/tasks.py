@@ -11,9 +11,10 @@ files in the same JSONL format:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pipelines.jsonl import load_jsonl
 
 BUNDLED_TASKS = Path(__file__).parent / "data" / "bundled_tasks.jsonl"
 
@@ -39,16 +40,7 @@ class GenItem:
 def load_tasks(path: Path) -> tuple[list[McItem], list[GenItem]]:
     """A task file (JSONL): multiple-choice rows have `choices` and `gold`, generation rows a `prompt`."""
     mc, gen = [], []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg}); one task object per line") from exc
-        problem = _task_problem(row)
-        if problem:
-            raise ValueError(f"{path}:{lineno}: {problem}")
+    for row in load_jsonl(path, _task_problem):
         task = row.get("task", Path(path).stem)
         if "choices" in row:
             mc.append(McItem(task, row["question"], list(row["choices"]), row["gold"]))
@@ -58,10 +50,8 @@ def load_tasks(path: Path) -> tuple[list[McItem], list[GenItem]]:
     return mc, gen
 
 
-def _task_problem(row) -> str | None:
+def _task_problem(row: dict) -> str | None:
     """Why a task row would be scored wrongly (None = fine): types, gold in range, booleans that are booleans."""
-    if not isinstance(row, dict):
-        return "expected a JSON object"
     if "choices" in row:
         choices, gold = row["choices"], row.get("gold")
         if not isinstance(row.get("question"), str):

@@ -14,25 +14,10 @@ from pathlib import Path
 from typing import Literal
 
 from pipelines.contract import Stage, StageContext, config_to_dict, param, require
+from pipelines.jsonl import load_jsonl, read_valid_rows, requires
 from pipelines.lake import atomic_write_bytes, file_hash
 
 _WORD = re.compile(r"\w+")
-
-
-def load_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
-    rows = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{lineno}: not JSON ({exc.msg}); expected one object per line") from exc
-        missing = [k for k in required if k not in row]
-        if missing:
-            raise ValueError(f"{path}:{lineno}: missing {missing}; each line needs {list(required)}")
-        rows.append(row)
-    return rows
 
 
 ROLES = ("system", "user", "assistant")
@@ -64,25 +49,6 @@ def pair_problem(row: dict) -> str | None:
         if not isinstance(row.get(key), str) or not row[key].strip():
             return f"`{key}` must be a non-empty string"
     return None
-
-
-def read_valid_rows(path: Path, problem_of) -> tuple[list[dict], list[str]]:
-    """Rows that pass `problem_of`, and a `file:line: problem` message for every row that does not."""
-    rows, problems = [], []
-    for lineno, line in enumerate(Path(path).read_bytes().split(b"\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            problems.append(f"{path}:{lineno}: not a UTF-8 JSON object ({exc})")
-            continue
-        problem = problem_of(row) if isinstance(row, dict) else "not a JSON object"
-        if problem:
-            problems.append(f"{path}:{lineno}: {problem}")
-        else:
-            rows.append(row)
-    return rows, problems
 
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
@@ -136,7 +102,7 @@ def _paths(ctx: StageContext, cfg: ChatDataConfig, default: str) -> tuple[Path, 
 
 
 def _eval_prompts(path: Path) -> list[str]:
-    return [r["prompt"] for r in load_jsonl(path, ("prompt",))] if path.exists() else []
+    return [r["prompt"] for r in load_jsonl(path, requires("prompt"))] if path.exists() else []
 
 
 def _valid_rows(ctx: StageContext, path: Path, problem_of) -> tuple[list[dict], list[str]]:
@@ -174,7 +140,7 @@ def build_preference_dataset(ctx: StageContext, cfg: PreferenceDataConfig) -> di
     if cfg.mode in ("sampled", "both"):
         from training.dpo import sample_pairs
 
-        prompts = sorted({r["prompt"] for r in load_jsonl(path, ("prompt",))})
+        prompts = sorted({r["prompt"] for r in load_jsonl(path, requires("prompt"))})
         rows += sample_pairs(str(ctx.lake.checkpoint_dir("sft_model")), prompts, k=cfg.samples_per_prompt)
     kept, dropped = decontaminate(rows, lambda r: [r["prompt"]], _eval_prompts(eval_path), cfg.ngram)
     return _write(ctx, "preference_dataset", kept, {

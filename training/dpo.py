@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.contract import config_to_dict, param, require
+from pipelines.jsonl import read_valid_rows
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
-from training.datasets import pair_problem, read_valid_rows
+from training.datasets import pair_problem
 from training.sft import encode_conversation
 
 

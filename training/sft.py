@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from pipelines.contract import config_to_dict, param, require
+from pipelines.jsonl import read_valid_rows
 from pipelines.lake import file_hash
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
-from training.datasets import conversation_problem, read_valid_rows
+from training.datasets import conversation_problem
 from training.fused_llama import FusedLlama
 
 
