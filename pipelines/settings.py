@@ -4,6 +4,7 @@ LAKE_DIR     lake root (Parquet per asset/partition + catalog.duckdb)   default 
 CRAWL_DIR    directory watched for WARC/WET files (recursively)         default ./data/sample/crawl
 SOURCES_DIR  one sub-directory per non-web source (books, code, ...)    default ./data/sample/sources
 CHAT_DIR     sft.jsonl, preferences.jsonl, eval_prompts.jsonl             default ./data/sample/chat
+REALDATA_DIR public real data for quality figures (tests/benchmarks skip without it)  default ../shared/realdata
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 from pathlib import Path
 
 DEFAULTS = {"LAKE_DIR": "lake", "CRAWL_DIR": "data/sample/crawl", "SOURCES_DIR": "data/sample/sources",
-            "CHAT_DIR": "data/sample/chat"}
+            "CHAT_DIR": "data/sample/chat", "REALDATA_DIR": "../shared/realdata"}
 
 
 def setting_path(name: str) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from pipelines.ingest.html import BinaryContentError, UndecodableError, decode_payload, extract_main_text
+from pipelines.ingest.http import HttpResponse, TooLargeError, read_response
 from pipelines.schema import document_id
 
 WARC_SUFFIXES = (".warc", ".warc.gz", ".wet", ".wet.gz", ".warc.wet", ".warc.wet.gz")
@@ -44,44 +45,6 @@ def batched(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
             batch = []
     if batch:
         yield batch
-
-
-class TooLargeError(ValueError):
-    """A payload bigger than the configured limit once decoded."""
-
-
-def decode_content(body: bytes, encoding: str | None, limit: int | None) -> bytes:
-    """Undo an HTTP Content-Encoding (gzip, deflate, br), never holding more than `limit` decoded bytes.
-
-    Decoding here rather than in fastwarc bounds memory on compression bombs: a 13 KB record
-    can otherwise inflate to gigabytes before any size check sees it.
-    """
-    enc = (encoding or "").strip().lower()
-    if enc in ("", "identity", "none"):
-        return body
-    cap = limit + 1 if limit else 0  # zlib: 0 = no limit
-    if enc in ("gzip", "x-gzip", "deflate"):
-        for wbits in ((47,) if enc != "deflate" else (15, -15)):  # deflate: zlib-wrapped, or raw as some servers send
-            d = zlib.decompressobj(wbits)
-            try:
-                out = d.decompress(body, cap)
-                break
-            except zlib.error:
-                continue
-        else:
-            return body  # declared but not compressed: servers do this; the body is as sent
-    elif enc == "br":
-        import brotli
-
-        try:
-            out = brotli.Decompressor().process(body, output_buffer_limit=cap) if cap else brotli.decompress(body)
-        except brotli.error:
-            return body
-    else:
-        raise ValueError(f"unsupported Content-Encoding {encoding!r}")
-    if limit and len(out) > limit:
-        raise TooLargeError(f"decodes to more than {limit} bytes ({enc})")
-    return out
 
 
 @dataclass
@@ -174,12 +137,14 @@ def _tail_complete(fh, offset: int, size: int, gz: bool) -> bool:
 PAYLOAD_TYPES = (WarcRecordType.warcinfo, WarcRecordType.response, WarcRecordType.resource, WarcRecordType.conversion)
 
 
-def iter_records(path: Path, stats: IngestStats, max_record_bytes: int | None = None) -> Iterator[tuple[int, object, bytes | None]]:
-    """Yield (offset, fastwarc record, payload), skipping over corrupt stretches of the file.
+def iter_records(path: Path, stats: IngestStats, max_record_bytes: int | None = None
+                 ) -> Iterator[tuple[int, object, bytes | None, HttpResponse | None]]:
+    """Yield (offset, fastwarc record, block, HTTP response), skipping over corrupt stretches of the file.
 
-    The payload (HTTP body, decoded from chunked/gzip transfer) is read only for
-    PAYLOAD_TYPES. Records are held back by one so that the file's last record can
-    be checked for truncation before anyone sees it.
+    The block is read only for PAYLOAD_TYPES; a response block that is HTTP is parsed and
+    decoded by `pipelines.ingest.http` (lenient headers, chunked fallback, bounded decoding).
+    Records are held back by one so that the file's last record can be checked for
+    truncation before anyone sees it.
     """
     path = Path(path)
     stats.file_bytes = path.stat().st_size
@@ -199,24 +164,29 @@ def iter_records(path: Path, stats: IngestStats, max_record_bytes: int | None = 
             fh.seek(start)
             last = None
             try:
-                for rec in ArchiveIterator(fh, parse_http=True, auto_decode="transfer"):
+                for rec in ArchiveIterator(fh, parse_http=False, auto_decode="none"):
                     last = rec.stream_pos  # absolute: fastwarc counts from the file start even after a seek
                     if max_record_bytes and rec.content_length > max_record_bytes:
                         stats.error("too_large", f"record at byte {last} has {rec.content_length} bytes (limit {max_record_bytes})")
                         continue
                     body = rec.reader.read() if rec.record_type in PAYLOAD_TYPES else None
-                    if body and rec.is_http:
+                    http = None
+                    if body and rec.record_type == WarcRecordType.response:
                         try:
-                            body = decode_content(body, rec.http_headers.get("Content-Encoding"), max_record_bytes)
+                            http = read_response(body, max_record_bytes)
                         except TooLargeError as exc:
                             stats.error("too_large", f"record at byte {last}: its HTTP body {exc} (limit {max_record_bytes})")
                             continue
                         except ValueError as exc:
                             stats.error("undecodable", f"record at byte {last}: {exc}")
                             continue
+                        if http is not None and http.dechunk_fallback:
+                            stats.warn("dechunk_fallback", f"record at byte {last}: `Transfer-Encoding: chunked` over a "
+                                                           "body that is not chunked (already de-chunked by the crawler); "
+                                                           "read as sent")
                     if held is not None:
                         yield held
-                    held = (last, rec, body)
+                    held = (last, rec, body, http)
                 break
             except OSError as exc:  # fastwarc: corrupt gzip member or unparseable record
                 failed_at = last if last is not None else start
@@ -280,7 +250,7 @@ def _with_progress(rows: Iterable[dict], stats: IngestStats, progress, every_s: 
 def _iter_rows(path, origin_file, extractor, min_text_chars, max_record_bytes, stats) -> Iterator[dict]:
     t0 = time.perf_counter()
     warcinfo: dict[str, str] | None = None
-    for offset, rec, body in iter_records(path, stats, max_record_bytes=max_record_bytes):
+    for offset, rec, body, http in iter_records(path, stats, max_record_bytes=max_record_bytes):
         rtype = rec.record_type
         if rtype == WarcRecordType.warcinfo:
             warcinfo = _parse_warc_fields(body)
@@ -289,25 +259,51 @@ def _iter_rows(path, origin_file, extractor, min_text_chars, max_record_bytes, s
         if rtype not in (WarcRecordType.response, WarcRecordType.resource, WarcRecordType.conversion):
             stats.other_records[str(rtype).rsplit(".", 1)[-1]] += 1
             continue
-        row = _record_to_row(rec, body, offset, path, origin_file, warcinfo, extractor, min_text_chars, stats)
+        row = _record_to_row(rec, http.body if http else body, http, offset, path, origin_file, warcinfo, extractor,
+                             min_text_chars, stats)
         if row is not None:
             yield row
     stats.seconds = time.perf_counter() - t0
 
 
-def _record_to_row(rec, body, offset, path, origin_file, warcinfo, extractor, min_text_chars, stats) -> dict | None:
-    url = rec.headers.get("WARC-Target-URI") or None
+def target_uri(raw: str | None) -> str | None:
+    """The target URI without the `<...>` some writers (Wget 1.20) put around it."""
+    if not raw:
+        return None
+    raw = raw.strip()
+    return raw[1:-1].strip() if raw.startswith("<") and raw.endswith(">") else raw
+
+
+def _crawler_record(url: str | None) -> str | None:
+    """The outcome of a record that is about the crawl, not a web page: `dns`, `crawler_log`, `robots_txt`."""
+    if not url:
+        return None
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "dns":
+        return "dns"
+    if scheme not in ("http", "https"):  # metadata://gnu.org/software/wget/warc/wget.log, urn:X-wpull:log, ...
+        return "crawler_log"
+    path = url.split("://", 1)[-1].split("/", 1)[1] if "/" in url.split("://", 1)[-1] else ""
+    if path.split("?")[0].lower() == "robots.txt":
+        return "robots_txt"
+    return None
+
+
+def _record_to_row(rec, body, http, offset, path, origin_file, warcinfo, extractor, min_text_chars, stats) -> dict | None:
+    url = target_uri(rec.headers.get("WARC-Target-URI"))
     where = f"{origin_file} @ byte {offset} ({url})"
+    not_a_page = _crawler_record(url)
+    if not_a_page:  # crawler logs, DNS lookups, robots.txt: counted, never documents
+        stats.outcomes[not_a_page] += 1
+        return None
     if rec.record_type == WarcRecordType.response:
-        if not rec.is_http:
+        if http is None:
             stats.error("not_http", where)
             return None
-        status = rec.http_headers.status_code
-        if status != 200:
-            stats.outcomes[f"http_{status}"] += 1
+        if http.status != 200:
+            stats.outcomes[f"http_{http.status}"] += 1
             return None
-        content_type = (rec.http_content_type or "").lower()
-        declared = rec.http_charset
+        content_type, declared = http.content_type, http.charset
     else:  # resource / conversion: the block is the document
         content_type = (rec.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         declared = "utf-8" if rec.record_type == WarcRecordType.conversion else None
@@ -334,6 +330,7 @@ def _record_to_row(rec, body, offset, path, origin_file, warcinfo, extractor, mi
         except Exception as exc:  # a parser failure on one page must not stop the file
             stats.error("extraction_failed", f"{where}: {exc!r}")
             return None
+    text = text.replace("\ufeff", "")  # a byte-order mark inside the body is not text
     if len(text) < min_text_chars:
         stats.outcomes["no_text"] += 1
         return None
