@@ -13,6 +13,9 @@ signatures, linked with union-find, and each cluster keeps exactly one document:
 
     survivor rule: the earliest document, ordered by (seq, position in its file).
 
+A page seen twice (a WARC response and the WET conversion made from it share one id) is one
+document: the copy ingested first is kept, the later one is dropped as `same_document`.
+
 Documents of earlier partitions are never removed retroactively (they may already
 be in a trained model): a new document joining their cluster is the one dropped.
 Re-running a partition replaces its own index entries and matches only against
@@ -176,10 +179,13 @@ class DedupIndex:
                            FROM new_docs n JOIN all_docs o ON n.text_hash = o.text_hash AND (o.seq, o.rank) < (n.seq, n.rank)
                            GROUP BY n.rank),
                  all_bands AS (SELECT seq, rank, id, band, key FROM old_bands UNION ALL SELECT seq, rank, id, band, key FROM new_bands),
+                 same AS (SELECT n.rank AS a, arg_min((o.seq, o.rank, o.id), (o.seq, o.rank)) AS b, 'same' AS kind
+                          FROM new_docs n JOIN all_docs o ON n.id = o.id AND (o.seq, o.rank) < (n.seq, n.rank)
+                          GROUP BY n.rank),
                  lsh AS (SELECT n.rank AS a, arg_min((o.seq, o.rank, o.id), (o.seq, o.rank)) AS b, 'lsh' AS kind
                          FROM new_bands n JOIN all_bands o ON n.band = o.band AND n.key = o.key AND (o.seq, o.rank) < (n.seq, n.rank)
                          GROUP BY n.rank, n.band)
-            SELECT a, b, kind FROM exact UNION ALL SELECT DISTINCT a, b, kind FROM lsh
+            SELECT a, b, kind FROM exact UNION ALL SELECT a, b, kind FROM same UNION ALL SELECT DISTINCT a, b, kind FROM lsh
         """).fetchall()
         # Nodes are (seq, rank): the same id may legitimately appear twice (a page in a WARC and its WET).
         pairs = [(seq_rank(seq, a), seq_rank(b[0], b[1]), b[2], kind) for a, b, kind in pairs]
@@ -200,10 +206,11 @@ class DedupIndex:
 
         uf = _UnionFind()
         exact_nodes: set[tuple] = set()
+        same_nodes: set[tuple] = set()  # the same page seen before (its WARC and its WET copy share an id)
         verified = 0
         for a, b, _, kind in pairs:
-            if kind == "exact":
-                exact_nodes.add(a)
+            if kind in ("exact", "same"):
+                (exact_nodes if kind == "exact" else same_nodes).add(a)
                 uf.union(a, b)
                 continue
             sb = signature(b)
@@ -223,7 +230,9 @@ class DedupIndex:
             if root != node:
                 keep[i] = False
                 dup_of[i] = node_id[root]
-                if node in exact_nodes:
+                if node in same_nodes:
+                    reason[i], score[i] = "same_document", 1.0
+                elif node in exact_nodes:
                     reason[i], score[i] = "exact_duplicate", 1.0
                 else:
                     rs = signature(root)

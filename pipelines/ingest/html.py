@@ -76,12 +76,20 @@ def decode_payload(body: bytes, declared: str | None = None, max_control_ratio: 
     raise UndecodableError(f"none of {sorted(seen)} decodes the payload")
 
 
+# resiliparse's main-content mode drops a text node that is only a dash or bullet (it reads it as a list
+# bullet), so `<span>1979</span>–<span>1983</span>` became "19791983": wrong data, not just lost data.
+# A word joiner keeps such a node (it is not a bare separator any more) and is removed afterwards.
+_SEPARATOR_NODE = re.compile(r">(\s*)(–|—|•|&ndash;|&mdash;|&bull;|&#821[12];|&#8226;)(\s*)<")
+_WORD_JOINER = "\u2060"
+
+
 def extract_main_text(html: str, extractor: str = "resiliparse") -> tuple[str | None, str]:
     """Return (title, main text) with paragraphs separated by newlines."""
     if extractor == "resiliparse":
-        tree = HTMLTree.parse(html)
+        tree = HTMLTree.parse(_SEPARATOR_NODE.sub(lambda m: f">{m[1]}{m[2]}{_WORD_JOINER}{m[3]}<", html))
         title = tree.title.strip() if tree.title else None
-        text = extract_plain_text(tree, main_content=True, preserve_formatting=True, alt_texts=False, list_bullets=False)
+        text = extract_plain_text(tree, main_content=True, preserve_formatting=True, alt_texts=False,
+                                  list_bullets=False).replace(_WORD_JOINER, "")
     elif extractor == "trafilatura":
         import trafilatura
 

@@ -46,3 +46,11 @@ def test_extractors_drop_navigation(extractor):
 def test_unknown_extractor_is_named():
     with pytest.raises(ValueError, match="unknown extractor"):
         extract_main_text("<p>x</p>", "lynx")
+
+
+@pytest.mark.parametrize("between", ["–", " – ", "&ndash;", "—", "•"])
+def test_text_between_inline_elements_keeps_its_separator(between):
+    html = (f"<html><body><article><p>He reigned <span>1979</span>{between}<a href='/x'>1983</a> over the northern "
+            "provinces, a long paragraph with enough words to be the main content of the page.</p></article></body></html>")
+    _, text = extract_main_text(html)
+    assert "19791983" not in text and "1979" in text and "1983" in text and "\u2060" not in text

@@ -111,3 +111,21 @@ def test_concurrent_partitions_do_not_corrupt_the_index(tmp_path):
                for name in index.registry()}
     kept = sorted(int(r.keep.sum()) for r in results.values())
     assert kept == [0, 0, 0, 3]
+
+
+def test_a_page_in_its_warc_and_its_wet_is_one_document(sample_dir, tmp_path):
+    from pipelines.contract import run_stage
+    from pipelines.curation.stages import DEDUP
+    from pipelines.ingest import ingest_crawl_file
+    from pipelines.lake import Lake
+
+    wet = next(p.name for p in (sample_dir / "crawl").iterdir() if ".wet" in p.name)
+    warc = wet.replace(".wet", "")
+    lake = Lake(tmp_path / "lake")
+    for key in (warc, wet):
+        ingest_crawl_file(lake, sample_dir / "crawl", key)
+        run_stage(DEDUP, lake, key)
+    con = lake.connect()
+    assert con.execute("SELECT count(*) FROM (SELECT id FROM deduped GROUP BY id HAVING count(*) > 1)").fetchone()[0] == 0
+    paired = con.execute(f"SELECT count(*) FROM rejection_ledger WHERE partition = '{wet}' AND reason = 'same_document'").fetchone()[0]
+    assert paired > 0
