@@ -69,7 +69,8 @@ def _check(stage: Stage, check, asset: dg.AssetsDefinition, partitions_def) -> d
         partition = context.partition_key if partitions_def is not None else None
         result = check.evaluate(lake.lake, lake.lake.read_manifest(stage.name, partition))
         return dg.AssetCheckResult(passed=result.passed, metadata=plain_metadata(result.metadata),
-                                   description=result.message or None)
+                                   description=result.message or None,
+                                   severity=dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN)
 
     return run_check
 

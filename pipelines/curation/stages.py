@@ -253,8 +253,9 @@ def _drop_rate_within_bounds(lake: Lake, manifest: dict) -> CheckResult:
 
 def curated_stage(taggers: list[Tagger] | None = None) -> Stage:
     taggers = TAGGERS if taggers is None else taggers
-    checks = [Check("drop_rate_within_bounds", "The share of documents removed is within the configured bounds.",
-                    _drop_rate_within_bounds), *(c for t in taggers for c in t.curated_checks)]
+    checks = [Check("drop_rate_within_bounds", "The share of documents removed is within the configured bounds (a warning: "
+                    "filtering a whole partition for documented reasons is legitimate).", _drop_rate_within_bounds, blocking=False),
+              *(c for t in taggers for c in t.curated_checks)]
     return Stage(
         name="curated_web", config=curate_config_class(taggers), run=curate_partition, partitioned=True,
         inputs=("deduped", *(t.name for t in taggers)), checks=tuple(checks),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pipelines.contract import Stage, StageContext, config_to_dict, param, require
+from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param, require
 from pipelines.ingest.sources import ingest_source
 from pipelines.ingest.warc import IngestStats, ingest_warc
 from pipelines.lake import Lake
@@ -23,10 +23,13 @@ class CrawlIngestConfig:
     extractor: Literal["resiliparse", "trafilatura"] = param("resiliparse", "HTML main-text extractor")
     min_text_chars: int = param(1, "pages with less extracted text are counted as `no_text`")
     max_record_mb: float = param(20.0, "records with a larger payload are counted as `too_large` and skipped")
+    max_lost_share: float = param(0.5, "blocking check: largest share of page records ingest may lose to corruption, "
+                                       "truncation or failed decoding/extraction")
 
     def __post_init__(self):
         require(self.min_text_chars >= 0, self, "min_text_chars", "must be >= 0")
         require(self.max_record_mb > 0, self, "max_record_mb", "must be > 0")
+        require(0 <= self.max_lost_share <= 1, self, "max_lost_share", "must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,24 @@ def _ingest_source(kind: str, ctx: StageContext, cfg: SourceIngestConfig) -> dic
     return manifest
 
 
+LOSSES = ("corrupt_record", "truncated", "undecodable", "binary_content", "extraction_failed")  # pages ingest failed to read
+
+
+def _nothing_readable_lost(lake: Lake, manifest: dict) -> CheckResult:
+    """Data loss fails the run; legitimate skips (non-HTML, HTTP errors, crawler logs) do not."""
+    outcomes = manifest["outcomes"]
+    lost = sum(outcomes.get(k, 0) for k in LOSSES)
+    share = lost / max(lost + outcomes.get("kept", 0), 1)
+    limit = manifest["config"]["max_lost_share"]
+    return CheckResult(share <= limit and "not_a_warc" not in outcomes,
+                       {"lost_records": lost, "lost_share": round(share, 4), "limit": limit,
+                        "not_a_warc": outcomes.get("not_a_warc", 0)})
+
+
 RAW_CRAWL = Stage(
     name="raw_crawl", config=CrawlIngestConfig, partitioned=True, reads_inputs=True, run=_ingest_crawl,
+    checks=(Check("ingest_lost_no_readable_pages", "At most `max_lost_share` of page records were lost to corruption, "
+                  "truncation or failed decoding, and the file is a WARC/WET file.", _nothing_readable_lost),),
     description="Documents extracted from one crawl file (WARC or WET, gzip or plain).\n\nHTML responses are decoded "
                 "(HTTP/meta charset, then detection) and reduced to their main text; every other record ends in a counted "
                 "outcome (non-HTML, HTTP error, corrupt, undecodable ...). Output: `raw_crawl/<file>/part-00000.parquet`.")

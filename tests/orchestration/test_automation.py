@@ -25,7 +25,7 @@ def test_run_failure_sensor_records_the_failed_run(sample_dir, resources):
     key = sorted(p.name for p in (sample_dir / "crawl").iterdir())[0]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(crawl_files.name, [key])
-        cfg = {"ops": {"curated_web": {"config": {"max_drop_rate": 0.01}}}}  # the blocking drop-rate check fails
+        cfg = {"ops": {"raw_crawl": {"config": {"max_lost_share": 0.0}}}}  # the blocking ingest-loss check fails (a corrupt record)
         result = dg.materialize([*raw_crawl_defs, *curation_assets], partition_key=key, instance=instance, resources=resources,
                                 run_config=cfg, raise_on_error=False)
         assert not result.success
@@ -37,4 +37,4 @@ def test_run_failure_sensor_records_the_failed_run(sample_dir, resources):
         run_failure_recorder(ctx)
         lines = resources["lake"].lake.run_failures_path().read_text().splitlines()
         record = json.loads(lines[-1])
-        assert record["run_id"] == result.run_id and any("drop_rate_within_bounds" in e for e in record["step_errors"])
+        assert record["run_id"] == result.run_id and any("ingest_lost_no_readable_pages" in e for e in record["step_errors"])

@@ -29,7 +29,8 @@ def test_curation_chain_materializes_with_passing_checks_and_metadata(sample_dir
         result = _materialize(instance, key, resources)
         assert result.success
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-        assert checks == {"no_exact_duplicates": True, "languages_detected": True, "no_pii_left": True,
+        assert checks == {"ingest_lost_no_readable_pages": True, "no_exact_duplicates": True, "languages_detected": True,
+                          "no_pii_left": True,
                           "drop_rate_within_bounds": True, "kept_languages_not_empty": True}
         meta = result.asset_materializations_for_node("curated_web")[0].metadata
         assert meta["documents_out"].value < meta["documents_in"].value
@@ -63,15 +64,20 @@ def test_adding_a_partition_reprocesses_only_that_partition(sample_dir, resource
         assert cross > 0  # duplicates of documents from earlier files were caught
 
 
-def test_blocking_check_failure_is_reported(sample_dir, resources):
+def test_filtering_warns_while_data_loss_fails_the_run(sample_dir, resources):
     key = _keys(sample_dir)[0]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(crawl_files.name, [key])
-        cfg = {"ops": {"curated_web": {"config": {"max_drop_rate": 0.01}}}}
+        cfg = {"ops": {"curated_web": {"config": {"max_drop_rate": 0.01}}}}  # more filtering than expected: a warning
         result = _materialize(instance, key, resources, run_config=cfg, raise_on_error=False)
         evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
-        assert evals["drop_rate_within_bounds"].passed is False
-        assert evals["drop_rate_within_bounds"].severity == dg.AssetCheckSeverity.ERROR
+        assert result.success and evals["drop_rate_within_bounds"].passed is False
+        assert evals["drop_rate_within_bounds"].severity == dg.AssetCheckSeverity.WARN
+        cfg = {"ops": {"raw_crawl": {"config": {"max_lost_share": 0.0}}}}  # the file has a corrupt record: data loss
+        result = _materialize(instance, key, resources, run_config=cfg, raise_on_error=False)
+        evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert not result.success and evals["ingest_lost_no_readable_pages"].severity == dg.AssetCheckSeverity.ERROR
+        assert not result.asset_materializations_for_node("deduped")  # nothing downstream of lost data ran
 
 
 def test_unknown_quality_threshold_names_the_valid_ones(sample_dir, resources):
