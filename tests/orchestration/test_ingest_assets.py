@@ -48,3 +48,22 @@ def test_corrupt_crawl_file_does_not_fail_the_run(tmp_path, resources):
         assert result.success
         meta = result.asset_materializations_for_node("raw_crawl")[0].metadata
         assert meta["documents"].value == 0 and "first_errors" in meta
+
+
+def test_a_user_ingests_a_file_from_the_command_line_without_the_sensor(sample_dir, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    name = sorted(p.name for p in (sample_dir / "crawl").iterdir())[0]
+    shutil.copy(sample_dir / "crawl" / name, crawl / name)
+    (tmp_path / "home").mkdir()
+    env = dict(os.environ, CRAWL_DIR=str(crawl), LAKE_DIR=str(tmp_path / "lake"), DAGSTER_HOME=str(tmp_path / "home"))
+    out = subprocess.run([sys.executable, "-m", "orchestration.ingest_file", str(crawl / name)], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"{name}: ok" in out.stdout
+    assert (tmp_path / "lake" / "curated_web").is_dir()
