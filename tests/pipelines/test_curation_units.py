@@ -78,3 +78,33 @@ def test_quality_passes_real_text_and_handles_edge_cases():
     assert quality_failures(m, relaxed) == []
     mixed = _article(2) + "\nDie Stadtverwaltung hat einen Bericht vorgelegt. Le conseil a voté."
     assert not np.isnan(list(quality_metrics(mixed).values())).any()
+
+
+@pytest.mark.parametrize("text, value", [
+    ("Mobile: 0494 92 82 32", "0494 92 82 32"),
+    ("Phone:\n60-56-85-91\n", "60-56-85-91"),
+    ("Fax: 345-899-3560x4587", "345-899-3560x4587"),
+    ("Desk: (898)666-3621x0135", "(898)666-3621x0135"),
+    ("Can someone call me on (64) 3591-3246?", "(64) 3591-3246"),
+    ("tel/faks: +385(0)51 228 148.", "+385(0)51 228 148"),
+    ("They're not answering at 516 466 638", "516 466 638"),
+])
+def test_phones_in_local_and_international_formats(text, value):
+    assert [text[s.start:s.end] for s in find_pii(text) if s.type == "phone"] == [value]
+
+
+@pytest.mark.parametrize("text", [
+    "He reigned 1979 - 1983 in the north.", "Open 09.00 - 15.00 on weekdays.", "Office hours 0900-1530.",
+    "Published 08. 09. 2013 in the news.", "The population grew to 4 567 890 people.", "Her driver's license number is 6940579.",
+    "See section 1.2.1.9 of the manual.", "ISBN 978-3-16-148410-0",
+])
+def test_numbers_that_are_not_pii(text):
+    assert find_pii(text) == []
+
+
+def test_cards_ibans_and_ip_addresses_from_real_formats():
+    maestro, jcb15 = "676222165679", "180016070420458"  # 12-digit Maestro, 15-digit JCB
+    assert [s.type for s in find_pii(f"my card {maestro} and {jcb15}")] == ["credit_card", "credit_card"]
+    text = "IBAN BE68539007547034 EUR and my iban is gb42nawi04454264788619"
+    assert [text[s.start:s.end] for s in find_pii(text)] == ["BE68539007547034", "gb42nawi04454264788619"]
+    assert [s.type for s in find_pii("The DNS server is 1.1.1.1 today")] == ["ip"]  # single-digit octets with an IP word

@@ -1,0 +1,151 @@
+"""Curation quality on public labeled data nobody on the project wrote ($REALDATA_DIR, dev half).
+
+Per stage, the figures the curation issue asks for, in one run:
+
+- PII: recall per type on Presidio's synthetic sentences (EMAIL_ADDRESS, PHONE_NUMBER,
+  IP_ADDRESS, CREDIT_CARD, US_SSN, IBAN_CODE), false positives there, and every span flagged
+  in ~16,000 ordinary lingua sentences (31 languages: each should be real PII; hand-check);
+- language ID with the default filter (lid.176, keep en/de/fr/es, score >= 0.65): short
+  (< 50 chars) en/de/fr/es sentences kept, word pairs kept, Galician correct, other languages
+  wrongly kept as en/de/fr/es;
+- toxicity with the default scorer: OLID precision/recall at 0.5, GermEval AUC, share of
+  ordinary (not offensive) sentences flagged;
+- quality: natural 5-sentence paragraphs rejected by the quality rules, per language.
+
+Skips cleanly without $REALDATA_DIR. Baselines: the figures measured before each change are
+in README ("Curation quality on real data").
+
+    python -m benchmarks.curation_quality [--out benchmarks/results/curation_quality.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.curation import langid, quality
+from pipelines.curation.pii import find_pii
+from pipelines.curation.stages import curate_config_class
+from pipelines.curation.toxicity import make_scorer, score_documents
+from pipelines.settings import setting_path
+
+PRESIDIO_TYPES = {"EMAIL_ADDRESS": "email", "PHONE_NUMBER": "phone", "IP_ADDRESS": "ip", "CREDIT_CARD": "credit_card",
+                  "US_SSN": "ssn", "IBAN_CODE": "iban"}
+MAIN = ("en", "de", "fr", "es")
+
+
+def pii(root: Path) -> dict:
+    data = json.loads(next((root / "pii").glob("*.json")).read_text())
+    total, found_right, false_pos = Counter(), Counter(), Counter()
+    for ex in data:
+        spans = find_pii(ex["full_text"])
+        gold = [(g["start_position"], g["end_position"], PRESIDIO_TYPES.get(g["entity_type"])) for g in ex["spans"]]
+        for start, end, kind in gold:
+            if kind:
+                total[kind] += 1
+                found_right[kind] += any(s.type == kind and s.start < end and s.end > start for s in spans)
+        for s in spans:
+            false_pos[s.type] += not any(kind == s.type and s.start < end and s.end > start for start, end, kind in gold)
+    flagged, sentences, t0 = [], 0, time.perf_counter()
+    for path in sorted((root / "lid" / "lingua_sentences").glob("*.txt")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            sentences += 1
+            flagged += [f"{path.stem}: {s.type} {line[s.start:s.end]!r}" for s in find_pii(line)]
+    return {"recall": {k: round(found_right[k] / total[k], 3) for k in sorted(total)}, "gold_spans": dict(total),
+            "false_positives": dict(false_pos), "lingua_sentences": sentences, "lingua_flagged": len(flagged),
+            "lingua_sentences_per_s": round(sentences / (time.perf_counter() - t0)), "lingua_flagged_spans": flagged}
+
+
+def _lines(path: Path) -> list[str]:
+    return [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def language_id(root: Path) -> dict:
+    cfg = curate_config_class()().language_id
+    sentences = {p.stem: _lines(p) for p in sorted((root / "lid" / "lingua_sentences").glob("*.txt"))}
+    pairs = {p.stem: _lines(p) for p in sorted((root / "lid" / "lingua_word_pairs").glob("*.txt"))}
+
+    def kept(texts):
+        labels, scores = langid.identify(texts)
+        return [lab in cfg.keep_languages and s >= cfg.min_lang_score for lab, s in zip(labels, scores)], labels
+
+    short = [t for lang in MAIN for t in sentences.get(lang, []) if len(t) < 50]
+    short_kept, _ = kept(short)
+    pair_texts = [t for lang in MAIN for t in pairs.get(lang, [])]
+    pairs_kept, _ = kept(pair_texts)
+    others = [t for lang, ts in sentences.items() if lang not in MAIN for t in ts]
+    others_kept, _ = kept(others)
+    gl = _lines(next((root / "lid").glob("ud_galician*")))
+    gl_labels, _ = langid.identify(gl)
+    return {"short_main_kept": round(float(np.mean(short_kept)), 3), "short_main_texts": len(short),
+            "word_pairs_kept": round(float(np.mean(pairs_kept)), 3),
+            "other_languages_kept_as_main": round(float(np.mean(others_kept)), 4),
+            "galician_correct": round(float(np.mean([lab == "gl" for lab in gl_labels])), 3)}
+
+
+def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    order = np.argsort(scores)
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    pos = labels.sum()
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * (len(labels) - pos)))
+
+
+def toxicity(root: Path) -> dict:
+    scorer = make_scorer()
+    out = {}
+    with open(root / "toxicity" / "olid-training-v1.0.dev.tsv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    s = np.array([float(x.max()) for x in score_documents([r["tweet"] for r in rows], scorer)])
+    y = np.array([r["subtask_a"] == "OFF" for r in rows])
+    flagged = s >= 0.5
+    out["olid"] = {"precision": round(float((flagged & y).sum() / max(flagged.sum(), 1)), 3),
+                   "recall": round(float((flagged & y).sum() / y.sum()), 3), "auc": round(_auc(s, y), 3),
+                   "ordinary_flagged": round(float(flagged[~y].mean()), 3)}
+    rows = [line.split("\t") for line in _lines(root / "toxicity" / "germeval2018.dev.test.txt")]
+    s = np.array([float(x.max()) for x in score_documents([r[0] for r in rows], scorer)])
+    y = np.array([r[1] == "OFFENSE" for r in rows])
+    out["germeval"] = {"auc": round(_auc(s, y), 3), "ordinary_flagged": round(float((s[~y] >= 0.5).mean()), 3)}
+    return out
+
+
+def quality_rules(root: Path) -> dict:
+    thresholds = curate_config_class()().quality_tags
+    rejected = {}
+    for path in sorted((root / "lid" / "lingua_sentences").glob("*.txt")):
+        lines = _lines(path)
+        paragraphs = [" ".join(lines[i:i + 5]) for i in range(0, len(lines) - 4, 5)]
+        rejected[path.stem] = round(float(np.mean([bool(quality.quality_failures(quality.quality_metrics(p), thresholds))
+                                                   for p in paragraphs])), 3)
+    return rejected
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/curation_quality.json"))
+    args = parser.parse_args()
+    root = setting_path("REALDATA_DIR")
+    if not (root / "pii").is_dir():
+        print(f"no real data at {root} (set REALDATA_DIR): nothing to score")
+        return
+    results = {"pii": pii(root), "language_id": language_id(root), "toxicity": toxicity(root), "quality_rejected": quality_rules(root)}
+    for section, values in results.items():
+        print(f"{section}:")
+        for k, v in values.items():
+            if k != "lingua_flagged_spans":
+                print(f"  {k:>30}: {v}")
+    print("  spans flagged in lingua sentences (each should be PII):")
+    for line in results["pii"]["lingua_flagged_spans"]:
+        print(f"    {line}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
