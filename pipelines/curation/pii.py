@@ -35,7 +35,7 @@ _PHONE = re.compile(r"(?<![\w+.,/-])(?:\+ ?)?(?:\(\+?\d{1,5}\) ?)?\d[\d \t().-]{
 _PHONE_WORDS = re.compile(r"(?:phone|tel|telephone|mobile|cell|fax|desk|office|call|calling|ring|reach|text|sms|whatsapp|"
                           r"contact|number|answering|message|telefon|handy|t[ée]l[ée]phone|tel[ée]fono|telefone|móvil|"
                           r"portable|celular|tlf|puhelin|telefoon)\b[^\n\d]{0,24}$", re.IGNORECASE)
-_PHONE_FORM = re.compile(r"^\+|^\(|^0\d{1,4}[ ./-]\d|^\d{3}[-.]\d{3}[-.]\d{4}|^\d{2}(?:[ .-]\d{2}){3,}$")
+_PHONE_FORM = re.compile(r"^\+|^\(|^0\d{1,4}[ ./-]\d|^(?:1[-. ])?\d{3}[-.]\d{3}[-.]\d{4}|^\d{2}(?:[ .-]\d{2}){3,}$")
 _NOT_PHONE = re.compile(r"^\d{1,2}[.:]\d{2}(?:\s*[-–]?\s*\d{1,2}[.:]\d{2})+$"  # opening hours, prices: 09.00 - 15.00
                         r"|^(?:[01]\d|2[0-3])[0-5]\d\s*[-–]\s*(?:[01]\d|2[0-3])[0-5]\d$"  # 0900-1530
                         r"|\.\s")  # dates written with spaces: 08. 09. 2013

@@ -88,6 +88,7 @@ def test_quality_passes_real_text_and_handles_edge_cases():
     ("Can someone call me on (64) 3591-3246?", "(64) 3591-3246"),
     ("tel/faks: +385(0)51 228 148.", "+385(0)51 228 148"),
     ("They're not answering at 516 466 638", "516 466 638"),
+    ("call the Tourism Industry Association at 1-800-948-4267.", "1-800-948-4267"),
 ])
 def test_phones_in_local_and_international_formats(text, value):
     assert [text[s.start:s.end] for s in find_pii(text) if s.type == "phone"] == [value]
