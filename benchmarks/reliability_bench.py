@@ -84,16 +84,16 @@ def bad_input(tmp: Path, n: int = 2000) -> dict:
 
 
 BOMB_INGEST = """
-import resource, sys
+import json, resource, sys, time
 from pathlib import Path
 from pipelines.ingest import ingest_crawl_file
 from pipelines.lake import Lake
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t0 = __import__("time").perf_counter()
+t0 = time.perf_counter()
 m = ingest_crawl_file(Lake(sys.argv[1]), Path(sys.argv[2]).parent, Path(sys.argv[2]).name)
 print(json.dumps({"rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024,
-                  "seconds": __import__("time").perf_counter() - t0, "documents": m["rows"], "outcomes": m["outcomes"]}))
-""".replace("import resource, sys", "import json, resource, sys")
+                  "seconds": time.perf_counter() - t0, "documents": m["rows"], "outcomes": m["outcomes"]}))
+"""
 
 
 def bombs(tmp: Path, gib: float) -> dict:

@@ -40,6 +40,7 @@ _NOT_PHONE = re.compile(r"^\d{1,2}[.:]\d{2}(?:\s*[-–]?\s*\d{1,2}[.:]\d{2})+$" 
                         r"|^(?:[01]\d|2[0-3])[0-5]\d\s*[-–]\s*(?:[01]\d|2[0-3])[0-5]\d$"  # 0900-1530
                         r"|\.\s")  # dates written with spaces: 08. 09. 2013
 _YEARS = re.compile(r"^(1[89]\d\d|20\d\d)\s*[-–/ ]\s*(1[89]\d\d|20\d\d)$")
+_EXTENSION = re.compile(r"\s?(?:x|ext\.?|extension)\s?\d", re.IGNORECASE)
 PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "BE", "CH", "AT", "SE", "NO", "DK", "FI", "PL", "PT", "IE",
                  "BR", "MX", "AR", "AU", "NZ", "IN", "JP", "CA", "ZA", "HU", "CZ", "GR", "TR", "RU", "CY", "EE")
 _VERSION_CONTEXT = re.compile(r"(?:version|firmware|release|build|ver\.?|v|kernel|update)\s*$", re.IGNORECASE)
@@ -121,7 +122,7 @@ def _possible_phone(raw: str) -> bool:
     """libphonenumber: a possible number in its own country code (+...) or in one of PHONE_REGIONS."""
     import phonenumbers
 
-    number = re.split(r"(?i)\s?(?:x|ext\.?|extension)\s?\d", raw)[0]
+    number = _EXTENSION.split(raw)[0]
     regions = (None,) if number.lstrip("(").startswith("+") else PHONE_REGIONS
     for region in regions:
         try:
@@ -133,7 +134,7 @@ def _possible_phone(raw: str) -> bool:
 
 
 def _phone_ok(raw: str, before: str) -> bool:
-    digits = re.sub(r"\D", "", re.split(r"(?i)\s?(?:x|ext\.?|extension)\s?\d", raw)[0])
+    digits = re.sub(r"\D", "", _EXTENSION.split(raw)[0])
     if (not 7 <= len(digits) <= 15 or _DATE_LIKE.match(raw) or _DOTTED_QUAD.match(raw) or _YEARS.match(raw.strip())
             or _NOT_PHONE.search(raw.strip())):
         return False

@@ -14,7 +14,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 
-_CHARSET = re.compile(rb"charset\s*=\s*[\"']?([^\"';\s]+)", re.IGNORECASE)
+_CHARSET = re.compile(r"charset\s*=\s*[\"']?([^\"';\s]+)", re.IGNORECASE)
 
 
 class TooLargeError(ValueError):
@@ -34,8 +34,8 @@ class HttpResponse:
 
     @property
     def charset(self) -> str | None:
-        m = _CHARSET.search(self.headers.get("content-type", "").encode("latin-1", "replace"))
-        return m.group(1).decode("ascii", "replace").lower() if m else None
+        m = _CHARSET.search(self.headers.get("content-type", ""))
+        return m.group(1).lower() if m else None
 
 
 def split_http(block: bytes) -> HttpResponse | None:
