@@ -119,7 +119,7 @@ class Check:
 
     name: str
     description: str
-    evaluate: Callable[[Lake, dict], CheckResult]  # (lake, manifest) -> result
+    evaluate: Callable[[Lake, Manifest], CheckResult]  # (lake, manifest) -> result
     blocking: bool = True
 
 
@@ -147,7 +147,7 @@ class Stage:
 
     name: str  # asset name and lake directory
     config: type  # frozen dataclass of every knob
-    run: Callable[[StageContext, Any], dict]  # -> manifest (see Manifest)
+    run: Callable[[StageContext, Any], Manifest]  # writes the output and its manifest, returns the manifest
     description: str
     inputs: tuple[str, ...] = ()  # upstream stage names
     checks: tuple[Check, ...] = ()
@@ -156,6 +156,6 @@ class Stage:
 
 
 def run_stage(stage: Stage, lake: Lake, partition: str | None = None, inputs: Inputs | None = None, log=print,
-              **overrides) -> dict:
+              **overrides) -> Manifest:
     """Run a stage outside Dagster (tests, benchmarks, scripts) with its defaults and some overrides."""
     return stage.run(StageContext(lake, partition, inputs, log, log), config_from_dict(stage.config, overrides))
