@@ -10,7 +10,8 @@ Per stage, the figures the curation issue asks for, in one run:
   wrongly kept as en/de/fr/es;
 - toxicity with the default scorer: OLID precision/recall at 0.5, GermEval AUC, share of
   ordinary (not offensive) sentences flagged;
-- quality: natural 5-sentence paragraphs rejected by the quality rules, per language.
+- quality: natural 5-sentence paragraphs rejected by the quality rules, per language (stop words
+  counted in the language lid.176 finds, as the pipeline does).
 
 Skips cleanly without $REALDATA_DIR. Baselines: the figures measured before each change are
 in README ("Curation quality on real data").
@@ -121,8 +122,9 @@ def quality_rules(root: Path) -> dict:
     for path in sorted((root / "lid" / "lingua_sentences").glob("*.txt")):
         lines = _lines(path)
         paragraphs = [" ".join(lines[i:i + 5]) for i in range(0, len(lines) - 4, 5)]
-        rejected[path.stem] = round(float(np.mean([bool(quality.quality_failures(quality.quality_metrics(p), thresholds))
-                                                   for p in paragraphs])), 3)
+        langs, _ = langid.identify(paragraphs)  # as in the pipeline: stop words of the language LID finds
+        rejected[path.stem] = round(float(np.mean([bool(quality.quality_failures(quality.quality_metrics(p, lang=lang), thresholds))
+                                                   for p, lang in zip(paragraphs, langs)])), 3)
     return rejected
 
 

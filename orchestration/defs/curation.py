@@ -26,7 +26,8 @@ def build_curation_defs() -> list:
     defs = stage_assets(DEDUP, deps=["raw_crawl"], kinds={"python", "parquet", "duckdb"}, pool="dedup_index",
                         write_catalog=True, **COMMON)
     for tagger in TAGGERS:
-        defs += stage_assets(tagger_stage(tagger), deps=["deduped"], kinds=set(tagger.kinds), **COMMON)
+        stage = tagger_stage(tagger)
+        defs += stage_assets(stage, deps=list(stage.inputs), kinds=set(tagger.kinds), **COMMON)
     curated = curated_stage()
     defs += stage_assets(curated, deps=list(curated.inputs), kinds={"python", "parquet"}, metadata=_curated_metadata,
                          write_catalog=True, **COMMON)

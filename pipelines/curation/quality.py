@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass
+from functools import cache
 
 from pipelines.contract import param
 
@@ -18,11 +19,26 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _TERMINAL = (".", "!", "?", '"', "'", "”", "’", "…", "。", "！", "？")
 _BULLETS = ("•", "●", "○", "■", "□", "▪", "▫", "–", "-", "*", "·", "➢", "►", "→")
 # Gopher's rule counts English stop words; we include the commonest function words of
-# the other main languages so the rule does not reject every non-English page.
+# the other main languages so the rule does not reject every non-English page. Documents in
+# other languages are counted against that language's list from stopwordsiso (a maintained
+# collection for 58 languages); where no list exists the rule is not applied (metric -1).
 STOP_WORDS = frozenset("the be to of and that have with "  # en (Gopher's list)
                        "der die das und ist nicht mit "  # de
                        "le la les et est des une "  # fr
                        "el los las y es del una que".split())  # es
+MAIN_LANGUAGES = ("en", "de", "fr", "es", "und")  # and unknown: counted against STOP_WORDS, as Gopher does
+_LIST_FOR = {"nb": "no", "nn": "no", "bs": "hr"}  # lid.176 codes whose stopwordsiso list has another code
+
+
+@cache
+def stop_words_for(lang: str | None) -> frozenset[str] | None:
+    """The function words the stop-word rule counts for a document in `lang` (None: no list exists)."""
+    if lang is None or lang in MAIN_LANGUAGES:
+        return STOP_WORDS
+    import stopwordsiso
+
+    code = _LIST_FOR.get(lang, lang)
+    return frozenset(w.lower() for w in stopwordsiso.stopwords(code)) if stopwordsiso.has_lang(code) else None
 
 
 @dataclass(frozen=True)
@@ -101,7 +117,7 @@ def _dup_ngram_char_frac(words: list[str], n: int) -> float:
     return sum(len(w) for w, c in zip(words, covered) if c) / total
 
 
-def quality_metrics(text: str, short_line_chars: int = 30) -> dict[str, float]:
+def quality_metrics(text: str, short_line_chars: int = 30, lang: str | None = None) -> dict[str, float]:
     lines = [x.strip() for x in text.split("\n") if x.strip()]
     paras = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
     if len(paras) <= 1:  # our extractor writes one paragraph per line
@@ -119,7 +135,7 @@ def quality_metrics(text: str, short_line_chars: int = 30) -> dict[str, float]:
         "bullet_line_frac": sum(x.startswith(_BULLETS) for x in lines) / n_lines,
         "ellipsis_line_frac": sum(x.endswith(("...", "…")) for x in lines) / n_lines,
         "alpha_word_frac": sum(any(c.isalpha() for c in w) for w in raw_words) / max(n_words, 1),
-        "stop_words": sum(w in STOP_WORDS for w in words),
+        "stop_words": -1.0 if (stops := stop_words_for(lang)) is None else sum(w in stops for w in words),
         "dup_line_frac": dup_line,
         "dup_para_frac": dup_para,
         "dup_line_char_frac": dup_line_chars,
@@ -152,7 +168,7 @@ def failed_rules(m: dict[str, float], t: QualityThresholds = QualityThresholds()
         ("gopher_quality:bullet_lines", "bullet_line_frac", m["bullet_line_frac"] > t.max_bullet_line_frac),
         ("gopher_quality:ellipsis_lines", "ellipsis_line_frac", m["ellipsis_line_frac"] > t.max_ellipsis_line_frac),
         ("gopher_quality:alpha_words", "alpha_word_frac", m["alpha_word_frac"] < t.min_alpha_word_frac),
-        ("gopher_quality:stop_words", "stop_words", m["stop_words"] < t.min_stop_words),
+        ("gopher_quality:stop_words", "stop_words", 0 <= m["stop_words"] < t.min_stop_words),  # -1: no list for the language
         ("gopher_repetition:dup_line_frac", "dup_line_frac", m["dup_line_frac"] > t.max_dup_line_frac),
         ("gopher_repetition:dup_para_frac", "dup_para_frac", m["dup_para_frac"] > t.max_dup_para_frac),
         ("gopher_repetition:dup_line_char_frac", "dup_line_char_frac", m["dup_line_char_frac"] > t.max_dup_line_char_frac),

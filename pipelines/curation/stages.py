@@ -147,20 +147,37 @@ DEDUP = Stage(
 
 
 # ---- taggers -----------------------------------------------------------------------
+def _providers(tagger: Tagger) -> dict[str, str]:
+    """Column -> the registered tagger that writes it, for each column `tagger` needs."""
+    owners = {c: t.name for t in TAGGERS for c in t.attributes.names}
+    missing = [c for c in tagger.needs if c not in owners]
+    if missing:
+        raise ValueError(f"tagger {tagger.name!r} needs {missing}, which no registered tagger writes")
+    return {c: owners[c] for c in tagger.needs}
+
+
 def tag_partition(tagger: Tagger, ctx: StageContext, config) -> dict:
-    """Run one tagger over `deduped[partition]` and write its attribute file."""
+    """Run one tagger over `deduped[partition]` (and the columns it needs) and write its attribute file."""
     t0 = time.perf_counter()
     docs = _read(ctx.lake, "deduped", ctx.partition, ["id", "text"])
-    columns, extra = tagger.tag(docs.column("text").to_pylist(), config)
+    needed = {}
+    for column, owner in _providers(tagger).items():
+        table = _read(ctx.lake, owner, ctx.partition, ["id", column])
+        if not table.column("id").equals(docs.column("id")):
+            raise ValueError(f"{owner}[{ctx.partition}] is out of date with deduped[{ctx.partition}]: re-materialize {owner}")
+        needed[column] = table.column(column).to_pylist()
+    columns, extra = tagger.tag(docs.column("text").to_pylist(), config, **needed)
     report = StageReport(tagger.name, ctx.partition, config, rows_in=docs.num_rows, extra=extra)
     report.seconds = time.perf_counter() - t0
     table = pa.table({"id": docs.column("id"), **columns}, schema=pa.schema([("id", pa.string()), *tagger.attributes]))
-    return _write(ctx.lake, table, report, _upstream(ctx.lake, "deduped", partition=ctx.partition))
+    inputs = _upstream(ctx.lake, "deduped", *sorted(set(_providers(tagger).values())), partition=ctx.partition)
+    return _write(ctx.lake, table, report, inputs)
 
 
 def tagger_stage(tagger: Tagger) -> Stage:
     return Stage(name=tagger.name, config=tagger.tag_config, run=functools.partial(tag_partition, tagger),
-                 description=tagger.description, inputs=("deduped",), checks=tagger.checks, partitioned=True)
+                 description=tagger.description, inputs=("deduped", *sorted(set(_providers(tagger).values()))),
+                 checks=tagger.checks, partitioned=True)
 
 
 # ---- filter ------------------------------------------------------------------------

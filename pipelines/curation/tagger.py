@@ -43,7 +43,8 @@ class Tagger:
     name: str  # asset name, e.g. "language_id"
     description: str
     attributes: pa.Schema  # columns written beside `id` (names unique across taggers)
-    tag: Callable[[list[str], Any], tuple[dict[str, pa.Array], dict]]  # (texts, tag config) -> (columns, manifest extras)
+    tag: Callable[..., tuple[dict[str, pa.Array], dict]]  # (texts, tag config, **needed columns) -> (columns, extras)
+    needs: tuple[str, ...] = ()  # attribute columns of other taggers it reads (e.g. `lang`), passed to `tag` by name
     tag_config: type = NoConfig  # knobs of the measurement: changing them re-tags
     filter_config: type = NoConfig  # thresholds applied in curated_web: changing them re-filters only
     reject: Callable[[dict, Any], Rejection | None] | None = None  # (joined row, filter config)

@@ -109,3 +109,12 @@ def test_cards_ibans_and_ip_addresses_from_real_formats():
     text = "IBAN BE68539007547034 EUR and my iban is gb42nawi04454264788619"
     assert [text[s.start:s.end] for s in find_pii(text)] == ["BE68539007547034", "gb42nawi04454264788619"]
     assert [s.type for s in find_pii("The DNS server is 1.1.1.1 today")] == ["ip"]  # single-digit octets with an IP word
+
+
+def test_stop_words_are_counted_in_the_documents_language():
+    finnish = ("Tämä on pitkä suomenkielinen kappale, jossa on paljon tavallisia sanoja ja lauseita. " * 8).strip()
+    assert "gopher_quality:stop_words" in quality_failures(quality_metrics(finnish))  # the en/de/fr/es list knows none
+    assert "gopher_quality:stop_words" not in quality_failures(quality_metrics(finnish, lang="fi"))
+    assert quality_metrics(finnish, lang="sq")["stop_words"] == -1  # no list for the language: the rule is not applied
+    english = "the cat and the dog " * 20
+    assert quality_metrics(english)["stop_words"] == quality_metrics(english, lang="en")["stop_words"] == 60

@@ -20,12 +20,12 @@ class QualityTagConfig:
     workers: int = param(0, "processes inside this partition; 0 = CURATION_WORKERS or the available cores (max 8)")
 
 
-def _chunk(texts):
-    return [quality.quality_metrics(t) for t in texts]
+def _chunk(texts_and_langs):
+    return [quality.quality_metrics(t, lang=lang) for t, lang in texts_and_langs]
 
 
-def _tag(texts: list[str], cfg: QualityTagConfig):
-    metrics = map_chunks(_chunk, texts, cfg.workers or default_workers())
+def _tag(texts: list[str], cfg: QualityTagConfig, lang: list[str]):
+    metrics = map_chunks(_chunk, list(zip(texts, lang)), cfg.workers or default_workers())
     fails = Counter(r for m in metrics for r in quality.quality_failures(m))
     return {"quality": pa.array(metrics, QUALITY)}, {"rule_failures_at_default_thresholds": dict(fails.most_common())}
 
@@ -40,7 +40,8 @@ def _reject(row: dict, cfg: quality.QualityThresholds) -> Rejection | None:
 
 TAGGER = Tagger(
     name="quality_tags",
-    description="Gopher quality/repetition, C4 and FineWeb metrics per document (thresholds apply in curated_web).",
+    description="Gopher quality/repetition, C4 and FineWeb metrics per document, stop words counted in the document's "
+                "language (thresholds apply in curated_web).",
     attributes=pa.schema([("quality", QUALITY)]),
-    tag=_tag, tag_config=QualityTagConfig, filter_config=quality.QualityThresholds, reject=_reject,
+    tag=_tag, needs=("lang",), tag_config=QualityTagConfig, filter_config=quality.QualityThresholds, reject=_reject,
 )
