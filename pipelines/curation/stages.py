@@ -156,12 +156,16 @@ def _providers(tagger: Tagger) -> dict[str, str]:
     return {c: owners[c] for c in tagger.needs}
 
 
+def _tagger_inputs(providers: dict[str, str]) -> tuple[str, ...]:
+    return ("deduped", *sorted(set(providers.values())))
+
+
 def tag_partition(tagger: Tagger, ctx: StageContext, config) -> dict:
     """Run one tagger over `deduped[partition]` (and the columns it needs) and write its attribute file."""
     t0 = time.perf_counter()
     docs = _read(ctx.lake, "deduped", ctx.partition, ["id", "text"])
-    needed = {}
-    for column, owner in _providers(tagger).items():
+    providers, needed = _providers(tagger), {}
+    for column, owner in providers.items():
         table = _read(ctx.lake, owner, ctx.partition, ["id", column])
         if not table.column("id").equals(docs.column("id")):
             raise ValueError(f"{owner}[{ctx.partition}] is out of date with deduped[{ctx.partition}]: re-materialize {owner}")
@@ -170,13 +174,12 @@ def tag_partition(tagger: Tagger, ctx: StageContext, config) -> dict:
     report = StageReport(tagger.name, ctx.partition, config, rows_in=docs.num_rows, extra=extra)
     report.seconds = time.perf_counter() - t0
     table = pa.table({"id": docs.column("id"), **columns}, schema=pa.schema([("id", pa.string()), *tagger.attributes]))
-    inputs = _upstream(ctx.lake, "deduped", *sorted(set(_providers(tagger).values())), partition=ctx.partition)
-    return _write(ctx.lake, table, report, inputs)
+    return _write(ctx.lake, table, report, _upstream(ctx.lake, *_tagger_inputs(providers), partition=ctx.partition))
 
 
 def tagger_stage(tagger: Tagger) -> Stage:
     return Stage(name=tagger.name, config=tagger.tag_config, run=functools.partial(tag_partition, tagger),
-                 description=tagger.description, inputs=("deduped", *sorted(set(_providers(tagger).values()))),
+                 description=tagger.description, inputs=_tagger_inputs(_providers(tagger)),
                  checks=tagger.checks, partitioned=True)
 
 
@@ -188,8 +191,8 @@ def _check_drop_bounds(cfg) -> None:
 @functools.cache
 def _curate_config_class(filters: tuple[tuple[str, type], ...]) -> type:
     fields = [(name, cls, field(default=cls(), metadata={"doc": f"thresholds applied to `{name}`"})) for name, cls in filters]
-    fields += [("max_drop_rate", float, param(0.95, "blocking check: most documents the filter may remove (share)")),
-               ("min_drop_rate", float, param(0.0, "blocking check: fewest documents the filter must remove (share)"))]
+    fields += [("max_drop_rate", float, param(0.95, "warning check: most documents the filter is expected to remove (share)")),
+               ("min_drop_rate", float, param(0.0, "warning check: fewest documents the filter is expected to remove (share)"))]
     return dataclasses.make_dataclass("CurateConfig", fields, frozen=True,
                                       namespace={"__doc__": "Thresholds of every registered tagger, applied by curated_web.",
                                                  "__post_init__": _check_drop_bounds})

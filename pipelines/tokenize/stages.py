@@ -21,12 +21,12 @@ import pyarrow.parquet as pq
 import xxhash
 
 from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param, require
+from pipelines.ingest import SOURCE_KINDS as SOURCES
 from pipelines.lake import Lake, atomic_directory
 from pipelines.tokenize import mixture as mix
 from pipelines.tokenize import shards as sh
 from pipelines.tokenize import tokenizer as tk
 
-SOURCES = ("books", "code", "wiki", "arxiv", "qa")
 BATCH_DOCS = 4096  # documents encoded per batch while writing shards
 ROUNDTRIP_SAMPLES = 64  # documents decoded back and compared with their text before the shards are committed
 MIXTURE_SCHEMA = pa.schema([("source", pa.string()), ("id", pa.string()), ("repeat", pa.int32()), ("tokens", pa.int64()),
