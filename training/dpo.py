@@ -173,6 +173,7 @@ def run_dpo(job: DpoJob, log=print) -> dict:
     loop.configure_threads()
     t0 = time.perf_counter()
     c = job.config
+    loop.make_deterministic(c.seed)
     device = loop.pick_device(c.device)
     tok = AutoTokenizer.from_pretrained(job.sft_dir)
     policy = AutoModelForCausalLM.from_pretrained(job.sft_dir).to(device)
