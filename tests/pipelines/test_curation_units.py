@@ -118,3 +118,10 @@ def test_stop_words_are_counted_in_the_documents_language():
     assert quality_metrics(finnish, lang="sq")["stop_words"] == -1  # no list for the language: the rule is not applied
     english = "the cat and the dog " * 20
     assert quality_metrics(english)["stop_words"] == quality_metrics(english, lang="en")["stop_words"] == 60
+
+
+def test_fast_profanity_scorer_equals_predict_prob():
+    from profanity_check import predict_prob
+
+    lines = ["Arlen has a population of about 412,000 people.", "you are a stupid idiot", "shut up, moron", "", "I love my gran"]
+    assert np.allclose(ProfanityCheckScorer().score(lines), predict_prob(lines), atol=1e-6)
