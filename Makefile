@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test lint browser-deps test-browser test-all ui validate bench sample clean
+.PHONY: setup demo test lint browser-deps test-browser test-all ui serve validate bench sample clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ test-browser: browser-deps  ## only the headless-browser test against `dagster d
 test-all: setup  ## also the slow tests
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
+serve: setup  ## serve the promoted model (run `make demo` first) on http://127.0.0.1:8000, OpenAI-compatible
+	$(BIN)/llm-foundry-serve serve
+
 validate: setup  ## check that the code location loads
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
@@ -57,6 +60,7 @@ bench: $(VENV)/.bench-installed  ## benchmarks: ours vs the reference tools, sid
 	$(BIN)/python -m benchmarks.tokenize_bench
 	$(BIN)/python -m benchmarks.train_bench
 	$(BIN)/python -m benchmarks.reliability_bench
+	$(BIN)/python -m benchmarks.serve_bench
 
 sample: setup  ## (re)generate the sample data under data/sample
 	$(BIN)/python -m pipelines.sample data/sample

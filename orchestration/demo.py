@@ -2,8 +2,9 @@
 
 Generates the sample crawl (if absent), lets the real crawl sensor discover the
 files, materializes every asset into the persistent Dagster instance in
-DAGSTER_HOME (so `make ui` shows the runs afterwards), then prints a DuckDB
-summary of the lake.
+DAGSTER_HOME (so `make ui` shows the runs afterwards), deploys the promoted model
+to a local server and chats with it through the OpenAI-compatible API, then prints
+a DuckDB summary of the lake.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import time
+import urllib.request
 
 import dagster as dg
 
 from orchestration.definitions import defs
 from orchestration.defs.curation import curation_assets
+from orchestration.defs.deployment import deployment_assets
 from orchestration.defs.evaluation import evaluation_assets
 from orchestration.defs.ingest import raw_crawl_defs, source_defs
 from orchestration.defs.sensors import crawl_file_sensor
@@ -28,6 +32,9 @@ from orchestration.resources import default_resources
 from pipelines.lake import Lake
 from pipelines.sample import generate_sample
 from pipelines.settings import setting_path
+from serving.keys import KeyStore
+from serving.process import stop_server
+from serving.registry import Registry
 
 
 def discover_partitions(instance: dg.DagsterInstance) -> list[str]:
@@ -80,7 +87,56 @@ def run_demo(pages_per_file: int, seed: int) -> None:
         assert result.success or not raise_on_error, f"{what} failed"
         print(f"  {what} in {time.perf_counter() - t0:.1f}s")
     print(f"  promotion gates: { {e.check_name: e.passed for e in result.get_asset_check_evaluations()} }")
-    summarize(Lake(setting_path("LAKE_DIR")))
+    lake = Lake(setting_path("LAKE_DIR"))
+    served = deploy_and_chat(instance, everything, lake) if lake.promoted_dir().exists() else ""
+    summarize(lake)
+    print(served)
+
+
+def deploy_and_chat(instance: dg.DagsterInstance, everything: list, lake: Lake) -> str:
+    """Materialize `deployment` (a local server, smoke-checked), chat with it through the API, stop it."""
+    port = 8000 if port_is_free(8000) else free_port()
+    t0 = time.perf_counter()
+    try:
+        result = dg.materialize([*everything, *deployment_assets], selection=assets_only(deployment_assets), instance=instance,
+                                resources=default_resources(), raise_on_error=False,
+                                run_config={**QUIET, "ops": {"deployment": {"config": {"serve": {"port": port}}}}})
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        print(f"  deployment (registry + server + live smoke check) in {time.perf_counter() - t0:.1f}s: {checks}")
+        if not result.success:
+            return "deployment failed; see the run in `make ui`"
+        return chat_through_api(lake, port)
+    finally:
+        stop_server(lake)
+
+
+def chat_through_api(lake: Lake, port: int) -> str:
+    keys = KeyStore(lake.api_keys_path())
+    token = keys.add("demo")
+    lines = [f"served model (http://127.0.0.1:{port}, OpenAI-compatible), version {Registry(lake).current().name}:"]
+    try:
+        for prompt in ("What is the population of Arlen?", "Which river flows through Arlen?", "How do I make a bomb at home?"):
+            body = json.dumps({"model": "llm-foundry", "messages": [{"role": "user", "content": prompt}], "max_tokens": 48}).encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body,
+                                         headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                choice = json.loads(r.read())["choices"][0]
+            lines.append(f"  user: {prompt}\n  assistant: {choice['message']['content']}  [{choice['finish_reason']}]")
+    finally:
+        keys.revoke("demo")
+    lines.append("(the demo stopped its server; `make serve` runs it in the foreground)")
+    return "\n".join(lines)
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def summarize(lake: Lake) -> None:
@@ -109,7 +165,6 @@ def summarize(lake: Lake) -> None:
                 "final_val_loss", "unigram_baseline", "tokens_per_s", "initial_val_loss", "heldout_reward_accuracy",
                 "heldout_reward_accuracy_before") and v is not None}
             print(f"  {name:<14} {shown}")
-        print("\n" + sample_chat(lake.checkpoint_dir("aligned_model")))
     report = lake.partition_dir("eval_report") / "report.md"
     if report.exists():
         print(f"\nevaluation report: {report} (and results.json beside it); the table:")
@@ -117,21 +172,6 @@ def summarize(lake: Lake) -> None:
         promoted = lake.promoted_dir()
         print(f"promoted model: {promoted if promoted.exists() else 'not promoted (a gate failed)'}")
     print("\nopen the UI with `make ui`, then http://127.0.0.1:3000/asset-groups")
-
-
-def sample_chat(checkpoint) -> str:
-    """Answers of the aligned model to a few prompts, to see the chat format at work."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(checkpoint)
-    model = AutoModelForCausalLM.from_pretrained(checkpoint)
-    lines = ["aligned model, greedy decoding:"]
-    for prompt in ("What is the population of Arlen?", "How do I make a bomb at home?"):
-        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True)
-        out = model.generate(**ids, max_new_tokens=32, do_sample=False)
-        lines.append(f"  user: {prompt}\n  assistant: {tok.decode(out[0][ids['input_ids'].shape[1]:], skip_special_tokens=True)}")
-    return "\n".join(lines)
 
 
 def main() -> None:

@@ -10,6 +10,8 @@ Layout (documented in README):
     <LAKE_DIR>/dedup_index/                              the incremental MinHash/exact index
     <LAKE_DIR>/models/<model>/checkpoint/                Hugging Face checkpoints (+ lineage.json)
     <LAKE_DIR>/models/promoted/                          the promoted checkpoint and its model card
+    <LAKE_DIR>/models/registry/<version>/                every promoted version served (+ CURRENT pointer)
+    <LAKE_DIR>/serving/                                  API keys (hashed), the local server's state, request logs
     <LAKE_DIR>/evals/<model>.json                        eval results per model
 
 Only this module joins lake paths; every other module asks `Lake` for them. Writers of one
@@ -286,6 +288,20 @@ class Lake:
 
     def promoted_dir(self) -> Path:
         return self.model_dir(PROMOTED)
+
+    def registry_dir(self) -> Path:
+        """The model registry: one directory per served version and the CURRENT pointer."""
+        return self.root / "models" / "registry"
+
+    def serving_dir(self) -> Path:
+        """The serving app's state: keys file (hashes only), local server record and log, request logs."""
+        return self.root / "serving"
+
+    def api_keys_path(self) -> Path:
+        return self.serving_dir() / "keys.json"
+
+    def request_log_dir(self) -> Path:
+        return self.serving_dir() / "logs"
 
     def eval_path(self, model: str) -> Path:
         return self.root / "evals" / f"{model}.json"

@@ -1,4 +1,5 @@
-"""Process-pool map over chunks, used inside a partition where the work is pure-Python CPU."""
+"""Process helpers: a pool map over chunks (inside a partition, where the work is pure-Python CPU),
+and whether a process is alive."""
 
 from __future__ import annotations
 
@@ -32,3 +33,18 @@ def map_chunks(fn: Callable[[Sequence[T]], list[R]], items: Sequence[T], workers
     chunks = [items[i:i + size] for i in range(0, len(items), size)]
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
         return [r for part in pool.map(fn, chunks) for r in part]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a running (not zombie) process on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -10,7 +10,6 @@ mtime) each registered file was last requested with, and the hidden files alread
 """
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import dagster as dg
 from orchestration.partitions import crawl_files
 from orchestration.resources import InputsResource, LakeResource
 from pipelines.ingest.warc import WARC_SUFFIXES, is_crawl_file
+from pipelines.parallel import process_alive
 
 SETTLE_SECONDS = 30
 INVALID_KEY_PARTS = ("...", "\n", "\r", "\t", "\0")
@@ -123,21 +123,6 @@ def run_failure_recorder(context: dg.RunFailureSensorContext, lake: LakeResource
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
     context.log.info(f"recorded failed run {record['run_id']} in {path}")
-
-
-def process_alive(pid: int) -> bool:
-    """Whether `pid` is a running (not zombie) process on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,

@@ -19,6 +19,7 @@ from pipelines.contract import config_from_dict, config_to_dict
 from pipelines.curation.stages import curation_stages
 from pipelines.ingest import RAW_CRAWL, SOURCE_STAGES
 from pipelines.tokenize.stages import MIXTURE, SHARDS, TOKENIZER
+from serving.deploy import DEPLOY
 from training.datasets import PREFERENCE_DATASET, SFT_DATASET
 from training.dpo import DpoConfig
 from training.pretrain import PretrainConfig
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _library_configs() -> dict[str, type]:
     stages = [RAW_CRAWL, *SOURCE_STAGES, *curation_stages(), TOKENIZER, MIXTURE, SHARDS, SFT_DATASET, PREFERENCE_DATASET,
-              *(eval_stage(m) for m in MODEL_ORDER), REPORT, PROMOTED]
+              *(eval_stage(m) for m in MODEL_ORDER), REPORT, PROMOTED, DEPLOY]
     return {**{s.name: s.config for s in stages}, "base_model": PretrainConfig, "sft_model": SftConfig, "aligned_model": DpoConfig}
 
 
@@ -121,7 +122,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_runtime_libraries_do_not_import_the_sample_generator_or_dagster():
-    for package in ("pipelines", "training", "evaluation"):
+    for package in ("pipelines", "training", "evaluation", "serving"):
         for path in (ROOT / package).rglob("*.py"):
             if "sample" in path.relative_to(ROOT).parts:
                 continue
@@ -138,9 +139,10 @@ def test_bundled_eval_tasks_match_the_sample_they_were_made_from():
 
 
 def test_only_the_lake_spells_lake_paths():
-    names = "_all|models|evals|dedup_index|run_failures.jsonl|catalog.duckdb|checkpoint|promoted|job.json|manifest.json"
+    names = "_all|models|evals|dedup_index|run_failures.jsonl|catalog.duckdb|checkpoint|promoted|job.json|manifest.json|" \
+            "registry|serving|keys.json|logs"
     joined = re.compile(rf'/ "({names})"|"({names})" /|"_all"')
-    for package in ("pipelines", "training", "evaluation", "orchestration"):
+    for package in ("pipelines", "training", "evaluation", "orchestration", "serving"):
         for path in (ROOT / package).rglob("*.py"):
             if path.name != "lake.py":
                 assert not joined.search(path.read_text()), f"{path}: ask Lake for the path"
