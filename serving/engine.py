@@ -10,9 +10,10 @@ so 16 rows cost little more than one.
 
 Each row keeps its own sampling (temperature 0 = greedy, top-p) and stop strings and streams
 its text. Non-finite logits (a diverged or corrupted checkpoint) raise `ModelFailure` rather
-than sample garbage, so the server can fall back. Rows are kept left-padded with an attention
-mask and explicit position ids, the layout `generate()` uses for batches; tests check that a
-row's tokens equal `generate()`'s greedy output for the same prompt.
+than sample garbage, so the server can fall back. Rows are kept left-padded with a padding
+mask and explicit position ids, the layout `generate()` uses for batches; the step itself is
+`serving.forward` (fused Llama or the model's own forward); tests check that a row's tokens
+equal `generate()`'s greedy output for the same prompt, on both.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from serving.forward import forward_for
 
 SMALL_MODEL = 50_000_000  # parameters; below this a CPU engine runs torch on one thread unless told otherwise
 
@@ -139,7 +142,7 @@ class Engine:
 
     def __init__(self, checkpoint: Path, version: str, device: str = "auto", max_batch_size: int = 16,
                  batch_wait_ms: float = 0.5, max_queue: int = 64, admit_every: int = 4, threads: int = 0,
-                 on_batch: Callable[[int], None] | None = None):
+                 fused: bool = True, on_batch: Callable[[int], None] | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
         self.version, self.checkpoint = version, Path(checkpoint)
@@ -159,13 +162,14 @@ class Engine:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.pad_id = defaults.pad_token_id if defaults.pad_token_id is not None else min(self.eos_ids)
         self.context_length = int(self.model.config.max_position_embeddings)
+        self._forward = forward_for(self.model, fused)
         self.max_batch_size, self.batch_wait_s, self.max_queue = max_batch_size, batch_wait_ms / 1000, max_queue
         self.admit_every, self.on_batch = admit_every, on_batch
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._closed = False
         self._rows: list[_Row] = []
         self._cache = None
-        self._mask = None  # (rows, cached tokens): 1 where a row has a real token
+        self._mask = None  # (rows, cached tokens): True where a row has a real token
         self._worker = threading.Thread(target=self._loop, name=f"engine-{version}", daemon=True)
         self._worker.start()
 
@@ -243,56 +247,45 @@ class Engine:
 
     @torch.inference_mode()
     def _admit(self, jobs: list[Job]) -> None:
-        from transformers import DynamicCache
-
         width = max(len(j.prompt_ids) for j in jobs)
         ids = torch.full((len(jobs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(jobs), width), dtype=torch.long)
+        mask = torch.zeros((len(jobs), width), dtype=torch.bool)
         for i, j in enumerate(jobs):
             ids[i, width - len(j.prompt_ids):] = torch.tensor(j.prompt_ids)
-            mask[i, width - len(j.prompt_ids):] = 1
+            mask[i, width - len(j.prompt_ids):] = True
         ids, mask = ids.to(self.device), mask.to(self.device)
-        cache = DynamicCache()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
-        first = sample(out.logits[:, -1], jobs).tolist()
+        logits, cache = self._forward(ids, (mask.long().cumsum(-1) - 1).clamp(min=0), mask, None)
         rows = [_Row(j, self.tokenizer, self.eos_ids) for j in jobs]
-        for r, t in zip(rows, first):
+        for r, t in zip(rows, sample(logits, jobs).tolist()):
             r.add(t)
             r.next_token = t
         if self.on_batch:
             self.on_batch(len(self._rows) + len(rows))
-        self._merge(rows, out.past_key_values, mask)
+        self._merge(rows, cache, mask)
 
     def _merge(self, rows: list[_Row], cache, mask: torch.Tensor) -> None:
         """Append new rows (their cache and mask) to the running batch, left-padding the shorter side."""
-        from transformers import DynamicCache
-
         keep = [i for i, r in enumerate(rows) if not r.done]
         if not keep:
             return
         idx = torch.tensor(keep, device=mask.device)
-        layers = [(k[idx], v[idx]) for k, v, _ in cache]
-        mask = mask[idx]
+        cache, mask = [(k[idx], v[idx]) for k, v in cache], mask[idx]
         if self._cache is not None:
             width = max(mask.shape[1], self._mask.shape[1])
             pad = lambda t, dim: torch.nn.functional.pad(t, (0, 0) * (t.dim() - 1 - dim) + (width - t.shape[dim], 0))
-            layers = [(torch.cat([pad(k0, 2), pad(k1, 2)]), torch.cat([pad(v0, 2), pad(v1, 2)]))
-                      for (k0, v0, _), (k1, v1) in zip(self._cache, layers)]
+            cache = [(torch.cat([pad(k0, 2), pad(k1, 2)]), torch.cat([pad(v0, 2), pad(v1, 2)]))
+                     for (k0, v0), (k1, v1) in zip(self._cache, cache)]
             mask = torch.cat([pad(self._mask, 1), pad(mask, 1)])
-        self._cache, self._mask = DynamicCache(layers), mask
+        self._cache, self._mask = cache, mask
         self._rows = self._rows + [rows[i] for i in keep]
 
     @torch.inference_mode()
     def _step(self) -> None:
-        from transformers import DynamicCache
-
         tokens = torch.tensor([[r.next_token] for r in self._rows], device=self.device)
         positions = self._mask.sum(-1, keepdim=True)
-        self._mask = torch.cat([self._mask, torch.ones_like(tokens)], dim=1)
-        out = self.model(input_ids=tokens, attention_mask=self._mask, position_ids=positions, past_key_values=self._cache, use_cache=True)
-        chosen = sample(out.logits[:, -1], [r.job for r in self._rows]).tolist()
-        for r, t in zip(self._rows, chosen):
+        self._mask = torch.cat([self._mask, torch.ones_like(tokens, dtype=torch.bool)], dim=1)
+        logits, self._cache = self._forward(tokens, positions, self._mask, self._cache)
+        for r, t in zip(self._rows, sample(logits, [r.job for r in self._rows]).tolist()):
             r.add(t)
             r.next_token = t
         keep = [i for i, r in enumerate(self._rows) if not r.done]
@@ -303,8 +296,6 @@ class Engine:
                 return
             idx = torch.tensor(keep, device=self._mask.device)
             mask = self._mask[idx]
-            start = int((mask.sum(0) == 0).long().cumprod(0).sum())  # leading columns that are padding in every row
-            self._cache = DynamicCache([(k[idx, :, start:], v[idx, :, start:]) for k, v, _ in out.past_key_values])
+            start = int((~mask.any(0)).long().cumprod(0).sum())  # leading columns that are padding in every row
+            self._cache = [(k[idx, :, start:], v[idx, :, start:]) for k, v in self._cache]
             self._mask = mask[:, start:]
-        else:
-            self._cache = out.past_key_values

@@ -29,9 +29,10 @@ def checkpoint(token_lake, tmp_path_factory):
     return save_checkpoint(model, tok_dir, tmp_path_factory.mktemp("ckpt") / "model", {"stage": "test"})
 
 
-@pytest.fixture(scope="module")
-def engine(checkpoint):
-    e = Engine(checkpoint, "v-test", max_batch_size=8, batch_wait_ms=0)
+@pytest.fixture(scope="module", params=[True, False], ids=["fused-llama", "hf-forward"])
+def engine(checkpoint, request):
+    e = Engine(checkpoint, "v-test", max_batch_size=8, batch_wait_ms=0, admit_every=2, fused=request.param)
+    assert type(e._forward).__name__ == ("FusedForward" if request.param else "HfForward")
     yield e
     e.close()
 
