@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from pipelines.lake import Lake
 from serving.keys import KeyStore
 from serving.metrics import sample_sum
 from serving.process import wait_ready
@@ -206,3 +207,42 @@ def test_fallback_to_the_previous_version_when_the_model_raises(deployed, tmp_pa
     finally:
         registry.rollback(good.name)
         wait_ready(url, good.name, timeout=60)
+
+
+def test_sigterm_lets_in_flight_streams_finish(deployed, tmp_path):
+    """A second server on its own lake: 16 streams are in flight when it gets SIGTERM; every one
+    ends normally, then the process exits."""
+    import os
+    import signal
+
+    from serving.config import ServeConfig
+    from serving.process import start_server
+    from tests.serving.conftest import free_port
+
+    lake, _, _ = deployed
+    other = Lake(tmp_path / "lake")
+    registry = Registry(other)
+    registry.activate(registry.register(lake.promoted_dir()).name)
+    c = client(f"http://127.0.0.1:{(port := free_port())}", new_key(other, "frank"))
+    rec = start_server(other, ServeConfig(port=port))
+    started, results = threading.Barrier(17), []
+
+    def stream():
+        chunks = ask(c, "Hello!", max_tokens=100, temperature=1.0, stream=True)
+        first = next(iter(chunks))
+        started.wait(timeout=30)
+        results.append([first, *chunks][-1].choices[0].finish_reason)
+
+    threads = [threading.Thread(target=stream) for _ in range(16)]
+    for t in threads:
+        t.start()
+    started.wait(timeout=30)
+    os.kill(rec["pid"], signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=60)
+    deadline, pid, status = time.monotonic() + 30, 0, None
+    while not pid and time.monotonic() < deadline:
+        pid, status = os.waitpid(rec["pid"], os.WNOHANG)
+        time.sleep(0.1)
+    assert pid and os.waitstatus_to_exitcode(status) == -signal.SIGTERM  # uvicorn re-raises the signal once drained
+    assert len(results) == 16 and set(results) <= {"length", "stop"}
