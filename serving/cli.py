@@ -41,8 +41,11 @@ def serve(lake: Lake, cfg: ServeConfig, bootstrap_key: bool = True) -> None:
     from serving.app import create_app
 
     registry = Registry(lake)
-    if not registry.pointer() and lake.promoted_dir().exists():  # first start after `make demo`
-        v = registry.register(lake.promoted_dir(), source="promoted_model")
+    if not registry.pointer():
+        if not lake.promoted_dir().exists():
+            raise RegistryError(f"nothing to serve in {lake.root}: no active version and no promoted model; run `make demo` "
+                                "(or materialize `promoted_model`), or `llm-foundry-serve register CHECKPOINT --activate`")
+        v = registry.register(lake.promoted_dir(), source="promoted_model")  # first start after `make demo`
         registry.activate(v.name, reason="first serve")
         print(f"registered the promoted model as {v.name}")
     keys = keystore(lake, cfg)

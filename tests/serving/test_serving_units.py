@@ -192,3 +192,24 @@ def test_non_finite_logits_fail_the_request_not_the_engine(checkpoint, tmp_path)
             e.submit(Job(prompt, 5)).future.result(timeout=60)
     finally:
         e.close()
+
+
+def test_cli_keys_versions_rollback_and_a_clear_error_with_nothing_to_serve(tmp_path, checkpoint, capsys):
+    from pipelines.lake import Lake
+    from serving.cli import main
+
+    root = Lake(tmp_path / "lake")
+    lake = ["--lake", str(root.root)]
+    with pytest.raises(SystemExit, match="nothing to serve.*make demo"):
+        main([*lake, "serve"])
+    main([*lake, "add-key", "ops", "--role", "admin", "--rpm", "10"])
+    key = KeyStore(root.api_keys_path()).verify(capsys.readouterr().out.strip())
+    assert key.name == "ops" and key.role == "admin" and key.requests_per_minute == 10
+    main([*lake, "register", str(checkpoint), "--activate"])
+    main([*lake, "versions"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "v0001" and out[1].startswith("* v0001")
+    with pytest.raises(SystemExit, match="nothing to roll back to"):
+        main([*lake, "rollback"])
+    main([*lake, "revoke-key", "ops"])
+    assert capsys.readouterr().out.strip() == "revoked" and KeyStore(root.api_keys_path()).keys() == []
