@@ -45,6 +45,7 @@ UNPARTITIONED = "_all"
 DATA_FILE = "part-00000.parquet"
 MANIFEST_FILE = "manifest.json"
 CATALOG_FILE = "catalog.duckdb"
+CATALOG_STORAGE_VERSION = "v1.0.0"  # readable by DuckDB 1.0 and later (tested with the 1.5 CLI)
 LEDGER = "rejection_ledger"
 PROMOTED = "promoted"
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]")
@@ -321,9 +322,10 @@ class Lake:
     def glob(self, asset: str) -> str:
         return str(self.root / asset / "*" / DATA_FILE)
 
-    def _view_sql(self, asset: str) -> str:
+    def _view_sql(self, asset: str, relative: bool = False) -> str:
+        path = f"{asset}/*/{DATA_FILE}" if relative else self.glob(asset)
         return (f"CREATE OR REPLACE VIEW {sql_identifier(asset)} AS "
-                f"SELECT * FROM read_parquet({sql_string(self.glob(asset))}, union_by_name=true)")
+                f"SELECT * FROM read_parquet({sql_string(path)}, union_by_name=true)")
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """In-memory DuckDB with one view per asset; no file lock, safe beside running writers."""
@@ -342,8 +344,12 @@ class Lake:
     def write_catalog(self) -> Path:
         """(Re)build `catalog.duckdb` with the same views, atomically, under a lock.
 
-        Views hold globs, so the catalog stays valid as partitions are added; it only
-        needs a rebuild when a new asset appears.
+        The views hold globs relative to the lake root, so a moved or copied lake reads its own
+        files (`cd lake && duckdb -readonly catalog.duckdb`, or `SET file_search_path` to the
+        lake); from elsewhere a query fails instead of reading another lake. The file is written
+        in DuckDB storage version CATALOG_STORAGE_VERSION so the DuckDB 1.x CLIs users install
+        can open it (the Python package is 2.0). Globs keep the views valid as partitions are
+        added; a rebuild is needed only when a new asset appears.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.catalog_path()
@@ -351,12 +357,21 @@ class Lake:
             fcntl.flock(lock, fcntl.LOCK_EX)
             tmp = self.root / f".{CATALOG_FILE}.{uuid.uuid4().hex}.tmp"
             try:
-                con = duckdb.connect(str(tmp))
+                con = duckdb.connect()
+                con.execute(f"SET file_search_path = {sql_string(str(self.root))}")
+                con.execute(f"ATTACH {sql_string(str(tmp))} AS catalog (STORAGE_VERSION {sql_string(CATALOG_STORAGE_VERSION)})")
+                con.execute("USE catalog")
                 for asset in self.assets():
-                    con.execute(self._view_sql(asset))
+                    con.execute(self._view_sql(asset, relative=True))
                 con.close()
                 os.replace(tmp, target)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
         return target
+
+    def open_catalog(self) -> duckdb.DuckDBPyConnection:
+        """`catalog.duckdb`, read-only, with its relative paths resolved against this lake."""
+        con = duckdb.connect(str(self.catalog_path()), read_only=True)
+        con.execute(f"SET file_search_path = {sql_string(str(self.root))}")
+        return con

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -37,9 +38,8 @@ def test_duckdb_views_and_catalog_see_every_partition(lake):
             w.write_rows([{"id": f"{key}{i}", "n": i} for i in range(n)])
             w.commit()
     assert lake.connect().execute("SELECT count(*) FROM raw_crawl").fetchone()[0] == 5
-    import duckdb
-
-    con = duckdb.connect(str(lake.write_catalog()), read_only=True)
+    lake.write_catalog()
+    con = lake.open_catalog()
     assert con.execute("SELECT sum(n) FROM raw_crawl").fetchone()[0] == 1 + 3
 
 
@@ -56,3 +56,28 @@ def test_document_ids_are_stable_and_namespaced():
     assert document_id("web", "x") != document_id("books", "x")
     assert len(document_id("web", "x")) == 32
     assert DOCUMENT_SCHEMA.field("text").type == pa.large_string()
+
+
+def test_the_duckdb_cli_users_install_reads_a_moved_catalog(lake, tmp_path):
+    """The catalog is written by the DuckDB 2.0 Python package; the 1.x CLI must open it, and a
+    moved lake must read its own files (never the original's)."""
+    import shutil
+    import subprocess
+    import sys
+
+    with lake.writer("raw_crawl", "a.warc.gz", SCHEMA) as w:
+        w.write_rows([{"id": f"a{i}", "n": i} for i in range(4)])
+        w.commit()
+    lake.write_catalog()
+    moved = tmp_path / "moved"
+    shutil.copytree(lake.root, moved)
+    shutil.rmtree(lake.root)
+    cli = str(Path(sys.executable).with_name("duckdb"))
+    out = subprocess.run([cli, "-readonly", "-csv", "-noheader", "catalog.duckdb", "-c", "SELECT count(*), sum(n) FROM raw_crawl"],
+                         cwd=moved, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "4,6"
+    elsewhere = subprocess.run([cli, "-readonly", str(moved / "catalog.duckdb"), "-c", "SELECT count(*) FROM raw_crawl"],
+                               cwd=tmp_path, capture_output=True, text=True)
+    assert "No files found" in elsewhere.stderr + elsewhere.stdout  # not silently another lake's files
+    version = subprocess.run([cli, "-version"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith("v1.")

@@ -34,9 +34,8 @@ def test_catalog_views_and_dedup_work_under_a_lake_dir_with_a_quote(sample_dir, 
         w.write_rows([{"id": "x"}])
         w.commit()
     assert lake.connect().execute("SELECT count(*) FROM raw_crawl WHERE id = 'x'").fetchone()[0] == 1
-    import duckdb
-
-    con = duckdb.connect(str(lake.write_catalog()), read_only=True)
+    lake.write_catalog()
+    con = lake.open_catalog()
     assert con.execute("SELECT id FROM raw_crawl WHERE id = 'x'").fetchall() == [("x",)]
 
 
