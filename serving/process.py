@@ -85,10 +85,11 @@ def start_server(lake: Lake, cfg: ServeConfig, timeout: float = 120.0) -> dict:
     rec = {"pid": proc.pid, "url": url, "started_at": time.time(), "config": str(config_path), "log": str(d / "server.log")}
     try:
         wait_ready(url, timeout=timeout, process=proc)
-    except Exception:
+    except (RuntimeError, TimeoutError) as exc:
         proc.kill()
         proc.wait()
-        raise
+        tail = (d / "server.log").read_text(errors="replace").splitlines()[-5:]
+        raise RuntimeError(f"{exc}; last lines of {d / 'server.log'}:\n" + "\n".join(tail)) from exc
     atomic_write_bytes(_record_path(lake), json.dumps(rec, indent=2).encode())
     return rec
 
