@@ -58,7 +58,7 @@ def ingest_metadata(manifest: dict) -> dict:
     if manifest.get("warnings"):
         meta["repaired_records"] = counts_table(manifest["warnings"], "repair")
     if manifest.get("config"):
-        meta["config"] = dg.MetadataValue.json(manifest["config"])
+        meta["config"] = dg.MetadataValue.json(rounded(manifest["config"]))
     if manifest.get("content_types"):
         meta["content_types"] = dg.MetadataValue.json(manifest["content_types"])
     if manifest.get("other_records"):
@@ -78,6 +78,17 @@ def rows_table(rows: list[dict]) -> dg.MetadataValue:
     return dg.MetadataValue.table([dg.TableRecord({k: fmt.get(type(v), str)(v) for k, v in r.items()}) for r in rows], schema=schema)
 
 
+def rounded(v):
+    """Floats to 6 significant digits, inside lists and dicts too, so 0.024999999999999994 shows as 0.025."""
+    if isinstance(v, float):
+        return float(f"{v:.6g}")
+    if isinstance(v, dict):
+        return {k: rounded(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [rounded(x) for x in v]
+    return v
+
+
 def _value(v) -> dg.MetadataValue:
     if isinstance(v, bool):
         return dg.MetadataValue.bool(v)
@@ -87,7 +98,7 @@ def _value(v) -> dg.MetadataValue:
         return dg.MetadataValue.float(round(v, 4))
     if isinstance(v, str):
         return dg.MetadataValue.text(v)
-    return dg.MetadataValue.json(v)
+    return dg.MetadataValue.json(rounded(v))
 
 
 def plain_metadata(values: dict) -> dict:

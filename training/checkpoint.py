@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from pipelines.lake import atomic_directory
+from pipelines.tokenize.tokenizer import portable_config
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 
@@ -23,18 +24,20 @@ def save_checkpoint(model, tokenizer_dir: Path, out_dir: Path, lineage: dict, ex
 
     raw = model.module if hasattr(model, "module") else model
     raw = getattr(raw, "_orig_mod", raw)  # unwrap torch.compile
-    tok_cfg = json.loads((Path(tokenizer_dir) / "tokenizer_config.json").read_text())
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     end_of_turn = tok.convert_tokens_to_ids("<|end|>")
+    context = int(raw.config.max_position_embeddings)
     with atomic_directory(Path(out_dir)) as tmp:
         raw.save_pretrained(str(tmp), safe_serialization=True)
         for name in TOKENIZER_FILES:
             src = Path(tokenizer_dir) / name
             if src.exists():
                 shutil.copy(src, tmp / name)
+        portable_config(tmp / "tokenizer_config.json", model_max_length=context)  # the model's context, not the tokenizer stage's
+        # no max_new_tokens: it would override what callers ask for (lm-eval's max_gen_toks arrives as max_length)
         GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=[tok.eos_token_id, end_of_turn],
-                         pad_token_id=tok.pad_token_id, max_new_tokens=128, do_sample=False).save_pretrained(str(tmp))
-        lineage = dict(lineage, model_max_length=tok_cfg.get("model_max_length"))
+                         pad_token_id=tok.pad_token_id, do_sample=False).save_pretrained(str(tmp))
+        lineage = dict(lineage, model_max_length=context)
         (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True, default=str))
         for name, payload in (extra_json or {}).items():
             (tmp / name).write_text(json.dumps(payload))

@@ -60,6 +60,24 @@ def save_hf(tok: Tokenizer, out_dir: Path, model_max_length: int) -> None:
                                  model_max_length=model_max_length, chat_template=CHAT_TEMPLATE,
                                  additional_special_tokens=[SYSTEM, USER, ASSISTANT, END_OF_TURN])
     hf.save_pretrained(str(out_dir))
+    portable_config(Path(out_dir) / "tokenizer_config.json")
+
+
+def portable_config(path: Path, model_max_length: int | None = None) -> None:
+    """Make tokenizer_config.json load in transformers 4.x as well as 5.x.
+
+    transformers 5 writes its own class name (`TokenizersBackend`) and the special tokens as an
+    `extra_special_tokens` list; 4.x knows neither and fails. `PreTrainedTokenizerFast` and
+    `additional_special_tokens` mean the same thing to both (a test loads the directory in 4.57
+    and 5.x and compares encodings and the chat template).
+    """
+    cfg = json.loads(path.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    if isinstance(cfg.get("extra_special_tokens"), list):
+        cfg["additional_special_tokens"] = cfg.pop("extra_special_tokens")
+    if model_max_length is not None:
+        cfg["model_max_length"] = model_max_length
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def load_for_encoding(tokenizer_dir: Path) -> Tokenizer:

@@ -163,3 +163,18 @@ def test_sft_masks_user_tokens_and_packs_whole_examples(token_lake):
 def test_rule_ranking_prefers_on_topic_clean_answers():
     chosen, rejected = rank_by_rule("What is the population of Arlen?", ["Arlen has about 412,000 people.", "the the the", ""])
     assert chosen.startswith("Arlen") and rejected == ""
+
+
+def test_checkpoint_states_the_models_context_and_leaves_generation_length_to_callers(token_lake, tmp_path):
+    from transformers import AutoTokenizer, GenerationConfig, LlamaForCausalLM
+
+    from training.checkpoint import save_checkpoint
+    from training.presets import llama_config
+
+    tok_dir = token_lake.partition_dir("tokenizer")
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    cfg = llama_config("test", len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+    cfg.max_position_embeddings = 32  # shorter than the tokenizer stage's model_max_length (64)
+    out = save_checkpoint(LlamaForCausalLM(cfg), tok_dir, tmp_path / "ckpt", {"stage": "test"})
+    assert AutoTokenizer.from_pretrained(out).model_max_length == 32
+    assert "max_new_tokens" not in GenerationConfig.from_pretrained(out).to_diff_dict()
