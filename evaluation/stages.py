@@ -90,11 +90,31 @@ class GateConfig:
     max_val_loss_regression: float = param(0.25, "the aligned model's val loss may exceed the SFT model's by at most this fraction")
     max_contamination_rate: float = param(0.02, "largest share of eval items with an n-gram in the training shards")
     contamination_ngram: int = param(8, "token n-gram length of the contamination test")
+    max_regression_vs_promoted: float = param(0.05, "each task score of the candidate may be at most this much below the "
+                                                    "currently promoted model's")
 
     def __post_init__(self):
         require(self.max_val_loss_regression >= 0, self, "max_val_loss_regression", "must be >= 0")
+        require(self.max_regression_vs_promoted >= 0, self, "max_regression_vs_promoted", "must be >= 0")
         require(0 <= self.max_contamination_rate <= 1, self, "max_contamination_rate", "must be in [0, 1]")
         require(self.contamination_ngram > 0, self, "contamination_ngram", "must be > 0")
+
+
+COMPARED = {"safety": "score,none", "instruction_following": "format_ok,none", "factuality": "contains_answer,none",
+            "mc_aggregate": "centered_acc,none"}  # task scores (higher is better) compared across promotions
+PROMOTED_RESULTS = "eval_results.json"  # the report's results.json, kept with each promoted model
+
+
+def versus_promoted(lake: Lake, candidate: dict) -> dict | None:
+    """The candidate's task scores beside the currently promoted model's (None: nothing promoted yet)."""
+    path = lake.promoted_dir() / PROMOTED_RESULTS
+    if not path.exists():
+        return None
+    promoted = json.loads(path.read_text())
+    before = promoted["results"][CANDIDATE]
+    return {"checkpoint_hash": promoted["models"][CANDIDATE]["checkpoint_hash"],
+            "scores": {task: {"candidate": candidate[task][metric], "promoted": before[task][metric]}
+                       for task, metric in COMPARED.items() if task in candidate and task in before}}
 
 
 def build_report(ctx: StageContext, cfg: GateConfig) -> dict:
@@ -110,6 +130,10 @@ def build_report(ctx: StageContext, cfg: GateConfig) -> dict:
     markdown = render_markdown(doc, model_card(lake), {n: e["samples"] for n, e in evals.items()})
     markdown += (f"\n## Contamination\n\n{contam['contaminated']} of {contam['items']} eval items share a {contam['ngram']}-token "
                  f"n-gram with the training shards" + (f": {contam['examples']}" if contam["examples"] else "") + "\n")
+    vs = versus_promoted(lake, doc["results"][CANDIDATE])
+    if vs:
+        markdown += "\n## Against the promoted model\n\n| task | candidate | promoted |\n|---|---|---|\n" + "".join(
+            f"| {t} | {v['candidate']:.3f} | {v['promoted']:.3f} |\n" for t, v in vs["scores"].items())
     out_dir = lake.partition_dir("eval_report")
     atomic_write_bytes(out_dir / "results.json", json.dumps(doc, indent=1, sort_keys=True).encode())
     atomic_write_bytes(out_dir / "report.md", markdown.encode())
@@ -117,7 +141,7 @@ def build_report(ctx: StageContext, cfg: GateConfig) -> dict:
     manifest = {"asset": "eval_report", "path": str(out_dir), "report": markdown, "config": config_to_dict(cfg),
                 "content_hash": xxhash.xxh3_128_hexdigest(markdown.encode()),
                 "safety": {m: res[m]["safety"]["score,none"] for m in res},
-                "val_loss": {m: res[m]["validation"]["loss,none"] for m in res}, "contamination": contam}
+                "val_loss": {m: res[m]["validation"]["loss,none"] for m in res}, "contamination": contam, "vs_promoted": vs}
     lake.write_manifest("eval_report", None, manifest)
     return manifest
 
@@ -131,6 +155,15 @@ def _no_perplexity_regression(lake: Lake, m: dict) -> CheckResult:
     margin, loss = m["config"]["max_val_loss_regression"], m["val_loss"]
     return CheckResult(loss[CANDIDATE] <= loss["sft_model"] * (1 + margin),
                        {"aligned": loss[CANDIDATE], "sft": loss["sft_model"], "margin": margin})
+
+
+def _no_regression_vs_promoted(lake: Lake, m: dict) -> CheckResult:
+    vs, margin = m.get("vs_promoted"), m["config"]["max_regression_vs_promoted"]
+    if not vs:
+        return CheckResult(True, {"promoted": "none yet"})
+    worse = {t: v for t, v in vs["scores"].items() if v["candidate"] < v["promoted"] - margin}
+    return CheckResult(not worse, {"scores": vs["scores"], "margin": margin, "promoted_checkpoint": vs["checkpoint_hash"]},
+                       f"worse than the promoted model on {sorted(worse)}" if worse else "")
 
 
 def _not_contaminated(lake: Lake, m: dict) -> CheckResult:
@@ -147,7 +180,9 @@ REPORT = Stage(
             Check("no_perplexity_regression", "Aligned validation loss within the allowed margin of the SFT model's.",
                   _no_perplexity_regression),
             Check("eval_set_not_contaminated", "Share of eval items with a token n-gram in the training shards under the limit.",
-                  _not_contaminated)))
+                  _not_contaminated),
+            Check("no_regression_vs_promoted", "Each task score (safety, instruction following, factuality, multiple choice) "
+                  "within the margin of the currently promoted model's.", _no_regression_vs_promoted)))
 
 
 @dataclass(frozen=True)
@@ -156,11 +191,12 @@ class PromoteConfig:
 
 
 def promote(ctx: StageContext, cfg: PromoteConfig) -> dict:
-    """Copy the candidate checkpoint and the report (as MODEL_CARD.md) into the promoted slot, atomically."""
+    """Copy the candidate checkpoint, the report (as MODEL_CARD.md) and its results into the promoted slot, atomically."""
     lake = ctx.lake
     with atomic_directory(lake.promoted_dir()) as tmp:
         shutil.copytree(lake.checkpoint_dir(CANDIDATE), tmp, dirs_exist_ok=True)
         shutil.copy(lake.partition_dir("eval_report") / "report.md", tmp / "MODEL_CARD.md")
+        shutil.copy(lake.partition_dir("eval_report") / "results.json", tmp / PROMOTED_RESULTS)
     return {"asset": "promoted_model", "path": str(lake.promoted_dir()), "content_hash": checkpoint_hash(lake.promoted_dir()),
             "config": config_to_dict(cfg)}
 

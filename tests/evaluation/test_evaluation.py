@@ -115,6 +115,10 @@ def test_gates_pass_then_block_promotion_of_a_worse_model(models, tmp_path):
         report = (models.partition_dir("eval_report") / "report.md").read_text()
         assert "| base_model | sft_model | aligned_model |" in report and "Crawl partitions" in report
         assert validate_results(json.loads((models.partition_dir("eval_report") / "results.json").read_text())) == []
+        assert (models.promoted_dir() / "eval_results.json").exists()  # what the next candidate is compared with
+        again = _run_eval_assets(models, instance, {"max_contamination_rate": 1.0})  # the same model again: no regression
+        assert {e.check_name: e.passed for e in again.get_asset_check_evaluations()}["no_regression_vs_promoted"]
+        assert "## Against the promoted model" in (models.partition_dir("eval_report") / "report.md").read_text()
         shutil.rmtree(models.promoted_dir())
         # sabotage the aligned model: heavy noise on every weight
         path = models.checkpoint_dir("aligned_model")
@@ -133,3 +137,22 @@ def test_gates_pass_then_block_promotion_of_a_worse_model(models, tmp_path):
         assert not bad.asset_materializations_for_node("promoted_model")
         shutil.rmtree(path)
         shutil.copytree(backup, path)
+
+
+def test_a_candidate_worse_than_the_promoted_model_fails_the_gate(lake):
+    from evaluation.stages import REPORT, versus_promoted
+
+    gate = next(c for c in REPORT.checks if c.name == "no_regression_vs_promoted")
+    results = {"safety": {"score,none": 0.9}, "instruction_following": {"format_ok,none": 1.0},
+               "factuality": {"contains_answer,none": 0.4}, "mc_aggregate": {"centered_acc,none": 0.1}}
+    config = {"max_regression_vs_promoted": 0.05}
+    assert versus_promoted(lake, results) is None
+    assert gate.evaluate(lake, {"vs_promoted": None, "config": config}).passed  # nothing promoted yet
+    lake.promoted_dir().mkdir(parents=True)
+    (lake.promoted_dir() / "eval_results.json").write_text(json.dumps(
+        {"results": {"aligned_model": results}, "models": {"aligned_model": {"checkpoint_hash": "abc"}}}))
+    slightly = dict(results, factuality={"contains_answer,none": 0.36})
+    assert gate.evaluate(lake, {"vs_promoted": versus_promoted(lake, slightly), "config": config}).passed
+    worse = dict(results, safety={"score,none": 0.7})
+    verdict = gate.evaluate(lake, {"vs_promoted": versus_promoted(lake, worse), "config": config})
+    assert not verdict.passed and "safety" in verdict.message and verdict.metadata["promoted_checkpoint"] == "abc"
