@@ -9,7 +9,9 @@ REALDATA_DIR public real data for quality figures (tests/benchmarks skip without
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 from pathlib import Path
 
 DEFAULTS = {"LAKE_DIR": "lake", "CRAWL_DIR": "data/sample/crawl", "SOURCES_DIR": "data/sample/sources",
@@ -19,3 +21,17 @@ DEFAULTS = {"LAKE_DIR": "lake", "CRAWL_DIR": "data/sample/crawl", "SOURCES_DIR":
 def setting_path(name: str) -> Path:
     """The configured path for `name`, absolute, resolved against the current directory."""
     return Path(os.environ.get(name) or DEFAULTS[name]).expanduser().resolve()
+
+
+@functools.cache
+def code_commit() -> str | None:
+    """The git commit the code runs from (with `-dirty` when tracked files are modified), for lineage;
+    None outside a git checkout (an installed package)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")

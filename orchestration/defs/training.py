@@ -18,6 +18,7 @@ from orchestration.factory import CODE_VERSION, OWNERS, dagster_config, stage_as
 from orchestration.resources import LakeResource
 from pipelines.contract import config_from_dict, config_to_dict
 from pipelines.lake import Lake, atomic_write_bytes
+from pipelines.settings import code_commit
 from training.cli import JOBS
 from training.datasets import PREFERENCE_DATASET, SFT_DATASET
 from training.dpo import DpoConfig
@@ -28,7 +29,7 @@ from training.sft import SftConfig
 def _lineage(context: dg.AssetExecutionContext, lake: Lake) -> dict:
     shards = lake.read_manifest("tokenized_shards")
     return {"run_id": context.run.run_id, "asset": context.asset_key.to_user_string(),
-            "code_version": context.assets_def.code_versions_by_key[context.asset_key],
+            "code_version": context.assets_def.code_versions_by_key[context.asset_key], "git_commit": code_commit(),
             "shards_hash": shards["content_hash"], "mixture_hash": shards["mixture_hash"],
             "mixture_weights": shards["mixture_weights"], "tokenizer_hash": shards["tokenizer_hash"],
             "upstream": shards["inputs"], "shard_tokens": shards["tokens"]}

@@ -33,6 +33,13 @@ def test_training_assets_run_through_pipes_with_metadata_and_lineage(token_lake,
         ckpt = Path(aligned["checkpoint"].value)
         lineage = json.loads((ckpt / "lineage.json").read_text())
         assert lineage["stage"] == "dpo" and lineage["mixture_weights"] and lineage["preference_dataset_hash"]
+        import subprocess
+
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+        if head.returncode == 0:  # a git checkout: the lineage names the code that made the model
+            assert lineage["git_commit"].removesuffix("-dirty") == head.stdout.strip()
+        else:
+            assert lineage["git_commit"] is None
         assert result.asset_materializations_for_node("sft_dataset")[0].metadata["decontaminated"].value > 0
         mat = result.asset_materializations_for_node("aligned_model")[0]
         assert mat.tags["dagster/data_version"] == checkpoint_hash(ckpt)
