@@ -166,3 +166,23 @@ def model_card(lake: Lake) -> str:
             lines.append(f"{i}. **{name}** ({m['stage']}): from `{str(parent)[:12]}`; "
                          + ", ".join(f"{k} {v:.3f}" for k, v in sorted(m["metrics"].items()) if isinstance(v, float) and k != "seconds"))
     return "\n".join(lines)
+
+
+CARD_METRICS = {"safety": ("score", "refusal_rate", "helpfulness"), "instruction_following": ("format_ok",),
+                "factuality": ("contains_answer", "exact_match"), "mc_aggregate": ("centered_acc",),
+                "validation": ("loss", "bits_per_byte")}
+
+
+def hub_model_card(report_md: str, results: dict, lineage: dict, name: str) -> str:
+    """MODEL_CARD.md with the Hugging Face model-card YAML header (`datasets` = the crawl and source
+    partitions it was trained from, `model-index` = its eval results), so the Hub, `huggingface_hub`
+    and tools that read model cards see the lineage and scores, not only people reading the report."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    evals = [EvalResult(task_type="text-generation", task_name=task, dataset_type=f"llm-foundry-{task}",
+                        dataset_name=f"llm-foundry eval: {task}", metric_type=metric,
+                        metric_value=round(results[task][f"{metric},none"], 6) + 0.0)  # + 0.0: no "-0" in the YAML
+             for task, metrics in CARD_METRICS.items() if task in results for metric in metrics if f"{metric},none" in results[task]]
+    data = ModelCardData(library_name="transformers", pipeline_tag="text-generation", tags=["llm-foundry", lineage.get("stage", "")],
+                         datasets=sorted(lineage.get("upstream", {})), model_name=name, eval_results=evals)
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{report_md}"))

@@ -17,7 +17,7 @@ from pathlib import Path
 import xxhash
 
 from evaluation.contamination import contamination
-from evaluation.report import MODEL_ORDER, build_results, model_card, render_markdown, validate_results
+from evaluation.report import MODEL_ORDER, build_results, hub_model_card, model_card, render_markdown, validate_results
 from evaluation.run import evaluate_checkpoint
 from evaluation.tasks import bundled_tasks, load_tasks
 from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param, require
@@ -195,8 +195,12 @@ def promote(ctx: StageContext, cfg: PromoteConfig) -> dict:
     lake = ctx.lake
     with atomic_directory(lake.promoted_dir()) as tmp:
         shutil.copytree(lake.checkpoint_dir(CANDIDATE), tmp, dirs_exist_ok=True)
-        shutil.copy(lake.partition_dir("eval_report") / "report.md", tmp / "MODEL_CARD.md")
-        shutil.copy(lake.partition_dir("eval_report") / "results.json", tmp / PROMOTED_RESULTS)
+        report_dir = lake.partition_dir("eval_report")
+        results = json.loads((report_dir / "results.json").read_text())
+        lineage = json.loads((tmp / "lineage.json").read_text())
+        card = hub_model_card((report_dir / "report.md").read_text(), results["results"][CANDIDATE], lineage, f"llm-foundry-{CANDIDATE}")
+        (tmp / "MODEL_CARD.md").write_text(card)
+        shutil.copy(report_dir / "results.json", tmp / PROMOTED_RESULTS)
     return {"asset": "promoted_model", "path": str(lake.promoted_dir()), "content_hash": checkpoint_hash(lake.promoted_dir()),
             "config": config_to_dict(cfg)}
 

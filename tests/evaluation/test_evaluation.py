@@ -116,6 +116,16 @@ def test_gates_pass_then_block_promotion_of_a_worse_model(models, tmp_path):
         assert "| base_model | sft_model | aligned_model |" in report and "Crawl partitions" in report
         assert validate_results(json.loads((models.partition_dir("eval_report") / "results.json").read_text())) == []
         assert (models.promoted_dir() / "eval_results.json").exists()  # what the next candidate is compared with
+        from huggingface_hub import ModelCard
+
+        card = ModelCard.load(models.promoted_dir() / "MODEL_CARD.md")  # the Hub's own parser reads the YAML header
+        promoted = json.loads((models.promoted_dir() / "eval_results.json").read_text())["results"]["aligned_model"]
+        scores = {(e.task_name, e.metric_type): e.metric_value for e in card.data.eval_results}
+        assert scores[("safety", "refusal_rate")] == round(promoted["safety"]["refusal_rate,none"], 6)
+        assert scores[("validation", "bits_per_byte")] == round(promoted["validation"]["bits_per_byte,none"], 6)
+        lineage = json.loads((models.promoted_dir() / "lineage.json").read_text())
+        assert (card.data.datasets or []) == sorted(lineage.get("upstream", {}))  # this test's models come from a bare lake
+        assert card.text.lstrip().startswith("# Evaluation report")
         again = _run_eval_assets(models, instance, {"max_contamination_rate": 1.0})  # the same model again: no regression
         assert {e.check_name: e.passed for e in again.get_asset_check_evaluations()}["no_regression_vs_promoted"]
         assert "## Against the promoted model" in (models.partition_dir("eval_report") / "report.md").read_text()

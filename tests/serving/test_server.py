@@ -46,7 +46,11 @@ def test_deployment_registered_the_promoted_model_and_its_smoke_check_passed(dep
     meta = result.asset_materializations_for_node("deployment")[0].metadata
     assert meta["version"].value == "v0001" and meta["action"].value == "started"
     v = Registry(lake).get("v0001")
-    assert (v.path / "MODEL_CARD.md").exists() and v.lineage["stage"] == "dpo" and v.lineage["shards_hash"]
+    assert v.lineage["stage"] == "dpo" and v.lineage["shards_hash"]
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(v.path / "MODEL_CARD.md")  # the version's card names the crawl partitions behind it
+    assert sum(d.startswith("curated_web[") for d in card.data.datasets) == 3 and card.data.eval_results
     stored = (lake.api_keys_path()).read_text()
     assert "deployment-smoke" not in stored  # the check's key was revoked
     assert wait_ready(url)["version"] == "v0001"
