@@ -50,7 +50,8 @@ def test_deployment_registered_the_promoted_model_and_its_smoke_check_passed(dep
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(v.path / "MODEL_CARD.md")  # the version's card names the crawl partitions behind it
-    assert sum(d.startswith("curated_web[") for d in card.data.datasets) == 3 and card.data.eval_results
+    assert sum(d.startswith("curated_web[") for d in card.data.datasets) == len(lake.manifests("curated_web")) == 4
+    assert card.data.eval_results
     stored = (lake.api_keys_path()).read_text()
     assert "deployment-smoke" not in stored  # the check's key was revoked
     assert wait_ready(url)["version"] == "v0001"
