@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,14 +29,8 @@ from pipelines.sample.chat import build_chat_data
 from pipelines.settings import setting_path
 from serving.config import LimitsConfig, ServeConfig
 from serving.keys import KeyStore
-from serving.process import start_server, stop_server, wait_ready
+from serving.process import call, free_port, start_server, stop_server, wait_ready
 from serving.registry import Registry
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prompts(n: int) -> list[str]:
@@ -89,12 +82,11 @@ def start_transformers_serve(checkpoint: Path, port: int, extra: list[str]) -> s
         if proc.poll() is not None:
             raise RuntimeError(f"transformers serve exited with {proc.returncode}")
         try:
-            import urllib.request
-
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+            if call(f"http://127.0.0.1:{port}/health", timeout=2)[0] == 200:
                 return proc
         except OSError:
-            time.sleep(0.5)
+            pass
+        time.sleep(0.5)
     proc.kill()
     raise TimeoutError("transformers serve did not answer /health in 120 s")
 

@@ -14,7 +14,6 @@ import json
 import os
 import socket
 import time
-import urllib.request
 
 import dagster as dg
 
@@ -33,7 +32,7 @@ from pipelines.lake import Lake
 from pipelines.sample import generate_sample
 from pipelines.settings import setting_path
 from serving.keys import KeyStore
-from serving.process import stop_server
+from serving.process import call, free_port, stop_server
 from serving.registry import Registry
 
 
@@ -116,11 +115,9 @@ def chat_through_api(lake: Lake, port: int) -> str:
     lines = [f"served model (http://127.0.0.1:{port}, OpenAI-compatible), version {Registry(lake).current().name}:"]
     try:
         for prompt in ("What is the population of Arlen?", "Which river flows through Arlen?", "How do I make a bomb at home?"):
-            body = json.dumps({"model": "llm-foundry", "messages": [{"role": "user", "content": prompt}], "max_tokens": 48}).encode()
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body,
-                                         headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
-            with urllib.request.urlopen(req, timeout=60) as r:
-                choice = json.loads(r.read())["choices"][0]
+            _, reply = call(f"http://127.0.0.1:{port}/v1/chat/completions",
+                            {"model": "llm-foundry", "messages": [{"role": "user", "content": prompt}], "max_tokens": 48}, token)
+            choice = reply["choices"][0]
             lines.append(f"  user: {prompt}\n  assistant: {choice['message']['content']}  [{choice['finish_reason']}]")
     finally:
         keys.revoke("demo")
@@ -131,12 +128,6 @@ def chat_through_api(lake: Lake, port: int) -> str:
 def port_is_free(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def summarize(lake: Lake) -> None:

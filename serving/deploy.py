@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,7 @@ from pipelines.lake import Lake
 from serving.config import ServeConfig
 from serving.keys import KeyStore
 from serving.metrics import sample_sum
-from serving.process import running_server, start_server, stop_server, wait_ready
+from serving.process import call, running_server, start_server, stop_server, wait_ready
 from serving.registry import Registry
 
 SMOKE_PROMPT = "Hello!"
@@ -75,17 +73,6 @@ def deploy(ctx: StageContext, cfg: DeployConfig) -> dict:
     return manifest
 
 
-def _call(url: str, key: str | None = None, body: dict | None = None) -> tuple[int, dict | str]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None, method="POST" if body else "GET",
-                                 headers={"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            raw = r.read().decode()
-            return r.status, json.loads(raw) if r.headers.get_content_type() == "application/json" else raw
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 def smoke(lake: Lake, m: dict) -> CheckResult:
     """Against the live endpoint, with a key made for this check and revoked after it: a benign
     prompt is answered by the new version, a harmful one is refused, and the metrics moved."""
@@ -94,11 +81,11 @@ def smoke(lake: Lake, m: dict) -> CheckResult:
     key = keys.add(name)
     try:
         t0 = time.perf_counter()
-        _, before = _call(m["url"] + "/metrics")
+        _, before = call(m["url"] + "/metrics")
         chat = m["url"] + "/v1/chat/completions"
-        s1, ok = _call(chat, key, {"model": m["model_name"], "messages": [{"role": "user", "content": SMOKE_PROMPT}], "max_tokens": 32})
-        s2, bad = _call(chat, key, {"model": m["model_name"], "messages": [{"role": "user", "content": SMOKE_HARMFUL}]})
-        _, after = _call(m["url"] + "/metrics")
+        s1, ok = call(chat, {"model": m["model_name"], "messages": [{"role": "user", "content": SMOKE_PROMPT}], "max_tokens": 32}, key)
+        s2, bad = call(chat, {"model": m["model_name"], "messages": [{"role": "user", "content": SMOKE_HARMFUL}]}, key)
+        _, after = call(m["url"] + "/metrics")
     finally:
         keys.revoke(name)
     answered = s1 == 200 and isinstance(ok, dict) and bool(ok["choices"][0]["message"]["content"].strip()) \

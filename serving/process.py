@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,12 +32,24 @@ def _record_path(lake: Lake) -> Path:
     return lake.serving_dir() / SERVER_FILE
 
 
-def get_json(url: str, timeout: float = 5.0) -> tuple[int, dict]:
+def call(url: str, body: dict | None = None, key: str | None = None, timeout: float = 60.0) -> tuple[int, dict | str]:
+    """GET (or POST `body`) with an optional API key: (status, parsed JSON, or the text of other answers)."""
+    headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
+    req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None, headers=headers,
+                                 method="POST" if body is not None else "GET")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"{}")
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, kind, raw = r.status, r.headers.get_content_type(), r.read().decode()
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        status, kind, raw = e.code, e.headers.get_content_type(), e.read().decode()
+    return status, json.loads(raw) if kind == "application/json" else raw
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def running_server(lake: Lake) -> dict | None:
@@ -48,7 +61,7 @@ def running_server(lake: Lake) -> dict | None:
     if not process_alive(rec["pid"]):
         return None
     try:
-        status, _ = get_json(rec["url"] + "/health", timeout=2)
+        status, _ = call(rec["url"] + "/health", timeout=2)
     except OSError:
         return None
     return rec if status == 200 else None
@@ -61,7 +74,7 @@ def wait_ready(url: str, version: str | None = None, timeout: float = 120.0, pro
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"the server exited with code {process.returncode} before it was ready (see its log)")
         try:
-            status, body = get_json(url + "/ready", timeout=2)
+            status, body = call(url + "/ready", timeout=2)
             last = f"{status} {body}"
             if status == 200 and (version is None or body.get("version") == version):
                 return body

@@ -1,8 +1,6 @@
 """One lake per session built like `make demo` (same stages, default configs, the test sample),
 ending in the `deployment` asset: a local server on 127.0.0.1 serving the promoted model."""
 
-import socket
-
 import dagster as dg
 import pytest
 
@@ -17,15 +15,9 @@ from orchestration.partitions import crawl_files
 from orchestration.resources import InputsResource, LakeResource
 from pipelines.lake import Lake
 from pipelines.sample.chat import write_chat_data
-from serving.process import stop_server
+from serving.process import free_port, stop_server
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ import json
 import shutil
 import threading
 import time
-import urllib.request
 
 import openai
 import pytest
@@ -15,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from pipelines.lake import Lake
 from serving.keys import KeyStore
 from serving.metrics import sample_sum
-from serving.process import wait_ready
+from serving.process import call, free_port, wait_ready
 from serving.registry import Registry
 
 MODEL = "llm-foundry"
@@ -30,8 +29,7 @@ def new_key(lake, name: str, **limits) -> str:
 
 
 def metrics(url: str) -> str:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
-        return r.read().decode()
+    return call(url + "/metrics", timeout=10)[1]
 
 
 def ask(c: openai.OpenAI, prompt: str, **kw):
@@ -222,7 +220,6 @@ def test_sigterm_lets_in_flight_streams_finish(deployed, tmp_path):
 
     from serving.config import ServeConfig
     from serving.process import start_server
-    from tests.serving.conftest import free_port
 
     lake, _, _ = deployed
     other = Lake(tmp_path / "lake")
