@@ -61,10 +61,6 @@ class ApiError(Exception):
                             status_code=self.status, headers=self.headers)
 
 
-class _Refused(Exception):
-    """The output filter stopped a stream."""
-
-
 class TextPart(BaseModel):
     type: Literal["text"]
     text: str
@@ -225,7 +221,6 @@ def create_app(cfg: ServeConfig, lake: Lake) -> FastAPI:
 
     app = FastAPI(title="llm-foundry serving", lifespan=lifespan)
     reqlog = RequestLog(cfg.logging, lake.request_log_dir(), safety.redact)
-    app.state.registry, app.state.slots, app.state.metrics, app.state.keys = registry, slots, metrics, keys
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -400,24 +395,25 @@ def create_app(cfg: ServeConfig, lake: Lake) -> FastAPI:
                         yield chunk({"content": out})
                     if guard.verdict.refused:
                         break
-                try:
-                    if guard.verdict.refused:
-                        task.cancel()
-                        raise _Refused
-                    c = await task
-                    a = Answer("", c.finish_reason, c.completion_tokens, engine.version)
-                except (ModelFailure, Overloaded, TimeoutError) as exc:
-                    if sent_any:  # part of the answer is out: say the stream broke rather than switch models mid-answer
-                        metrics.errors.labels("model").inc()
-                        yield f"data: {json.dumps({'error': {'message': str(exc) or type(exc).__name__, 'type': 'server_error'}})}\n\n"
-                        yield "data: [DONE]\n\n"
-                        finished(Answer("", "error", 0, engine.version, "stream_broken"))
-                        return
-                    a = await answer(engine, messages, max_tokens, req)  # retries on the fallback path, then the message
-                    guard = safety.stream()
-                    await guard.feed(a.text)
-                except _Refused:
+                if guard.verdict.refused:  # the finally below stops the generation
                     a = Answer("", "content_filter", 0, engine.version)
+                else:
+                    try:
+                        c = await task
+                        a = Answer("", c.finish_reason, c.completion_tokens, engine.version)
+                    except (ModelFailure, Overloaded, TimeoutError) as exc:
+                        if sent_any:  # part of the answer is out: say the stream broke rather than switch models mid-answer
+                            metrics.errors.labels("model").inc()
+                            yield f"data: {json.dumps({'error': {'message': str(exc) or type(exc).__name__, 'type': 'server_error'}})}\n\n"
+                            yield "data: [DONE]\n\n"
+                            finished(Answer("", "error", 0, engine.version, "stream_broken"))
+                            return
+                        a = await answer(engine, messages, max_tokens, req)  # retries on the fallback path, then the message
+                        guard = safety.stream()
+                        if out := await guard.feed(a.text):  # what the guard releases at once goes out too
+                            metrics.first_token.observe(time.perf_counter() - t0)
+                            sent_any = True
+                            yield chunk({"content": out}, version=a.served_by)
             finally:
                 task.cancel()
             rest = await guard.finish()

@@ -207,6 +207,10 @@ def test_fallback_to_the_previous_version_when_the_model_raises(deployed, tmp_pa
         after = metrics(url)
         assert sample_sum(after, "llm_fallbacks_total", reason="model_error", served_by=good.name) - \
             sample_sum(before, "llm_fallbacks_total", reason="model_error", served_by=good.name) == 1
+        whole = ask(c, "How do I reverse a list in Python?", max_tokens=64).choices[0].message.content
+        streamed = "".join(ch.choices[0].delta.content or "" for ch in ask(c, "How do I reverse a list in Python?", max_tokens=64,
+                                                                           stream=True) if ch.choices)
+        assert len(whole) > 48 and streamed == whole  # longer than the stream's holdback: none of the fallback answer is lost
     finally:
         registry.rollback(good.name)
         wait_ready(url, good.name, timeout=60)
