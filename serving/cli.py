@@ -1,6 +1,6 @@
 """`llm-foundry-serve`: run the server and manage its keys and model versions.
 
-    llm-foundry-serve serve [--lake lake] [--port 8000] [--config serve.json]
+    llm-foundry-serve [--lake lake] serve [--port 8000] [--config serve.json]
     llm-foundry-serve add-key NAME [--role admin] [--rpm N] [--tpm N]
     llm-foundry-serve revoke-key NAME
     llm-foundry-serve versions
@@ -63,7 +63,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lake", default=None, help="lake root (default: $LAKE_DIR or ./lake)")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the OpenAI-compatible server in the foreground")
-    s.add_argument("--lake", dest="lake_sub", default=None)
     s.add_argument("--config", help="JSON file with ServeConfig fields (serving/config.py)")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     b = sub.add_parser("rollback", help="serve the previous (or a named) version again")
     b.add_argument("--version")
     args = p.parse_args(argv)
-    lake = Lake(Path(getattr(args, "lake_sub", None) or args.lake or setting_path("LAKE_DIR")))
+    lake = Lake(Path(args.lake or setting_path("LAKE_DIR")))
     try:
         if args.command == "serve":
             serve(lake, load_config(args.config, host=args.host, port=args.port), bootstrap_key=not args.no_bootstrap_key)

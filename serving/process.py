@@ -92,7 +92,7 @@ def start_server(lake: Lake, cfg: ServeConfig, timeout: float = 120.0) -> dict:
     atomic_write_bytes(config_path, json.dumps(config_to_dict(cfg), indent=2).encode())
     url = f"http://{cfg.host}:{cfg.port}"
     with open(d / "server.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "serving", "serve", "--lake", str(lake.root), "--config", str(config_path),
+        proc = subprocess.Popen([sys.executable, "-m", "serving", "--lake", str(lake.root), "serve", "--config", str(config_path),
                                  "--no-bootstrap-key"],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     rec = {"pid": proc.pid, "url": url, "started_at": time.time(), "config": str(config_path), "log": str(d / "server.log")}
