@@ -100,22 +100,33 @@ def bag_of_words(pred: str, gold: str) -> tuple[float, float, float]:
     return precision, recall, 2 * precision * recall / (precision + recall)
 
 
-def real_pages(root: Path, repeats: int) -> list[dict]:
-    """Extraction quality and speed on the real-page benchmark (scrapinghub's articleBody ground truth)."""
+def _real_pages(root: Path) -> tuple[dict[str, str], dict[str, dict]]:
     import gzip
 
+    truth = json.loads((root / "ground-truth.json").read_text())
+    pages = {k: decode_payload(gzip.decompress((root / "html" / f"{k}.html.gz").read_bytes()), None)[0] for k in truth}
+    return pages, truth
+
+
+def real_page_scores(root: Path, extract=lambda h: extract_main_text(h)[1]) -> list[tuple[float, float, float]]:
+    """(precision, recall, F1) per real page for one extractor (our default unless given)."""
+    pages, truth = _real_pages(root)
+    return [bag_of_words(extract(h), truth[k]["articleBody"]) for k, h in pages.items()]
+
+
+def real_pages(root: Path, repeats: int) -> list[dict]:
+    """Extraction quality and speed on the real-page benchmark (scrapinghub's articleBody ground truth)."""
     import trafilatura
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.html import HTMLTree
 
-    truth = json.loads((root / "ground-truth.json").read_text())
-    pages = {k: decode_payload(gzip.decompress((root / "html" / f"{k}.html.gz").read_bytes()), None)[0] for k in truth}
+    pages, truth = _real_pages(root)
     cases = [("trafilatura.extract (reference)", lambda h: trafilatura.extract(h) or ""),
              ("resiliparse main content", lambda h: extract_plain_text(HTMLTree.parse(h), main_content=True)),
              ("ours (default extractor)", lambda h: extract_main_text(h)[1])]
     results = []
     for name, fn in cases:
-        best, scores = float("inf"), []
+        best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
             texts = {k: fn(h) for k, h in pages.items()}

@@ -41,7 +41,8 @@ class PlantedRecord:
     kind: str  # article | exact_dup | near_dup | pii | toxic | spam | encoding | non_html | http_error | undecodable | corrupt
     lang: str | None = None
     charset: str | None = None
-    main_text: str = ""
+    title: str = ""  # the page's headline (<title> and <h1>); extraction keeps it apart from the body
+    main_text: str = ""  # the body an extractor should return: paragraphs, one per line
     dup_of: str | None = None
     pii: list[dict] = field(default_factory=list)
     toxic_lines: int = 0
@@ -80,7 +81,7 @@ class CrawlBuilder:
         elif layout == 1:
             main = f'<div id="content" class="post"><h1>{html.escape(title)}</h1>\n<div class="entry-content">{body}</div></div>'
         else:
-            main = f'<div class="container"><section class="story"><h2>{html.escape(title)}</h2>\n{body}</section></div>'
+            main = f'<div class="container"><section class="story"><h1>{html.escape(title)}</h1>\n{body}</section></div>'
         return (f'<!DOCTYPE html>\n<html lang="{lang}"><head><meta charset="{charset}"><title>{html.escape(title)}</title>'
                 f'<script>window.dataLayer=[];function track(){{return 1;}}</script><style>body{{font-family:serif}}</style></head>\n'
                 f'<body><header><div class="cookie-banner">{html.escape(cookie)}</div><nav><ul>{nav}</ul></nav></header>\n'
@@ -92,12 +93,12 @@ class CrawlBuilder:
         title = self.text.title(lang, topic)
         paras = self.text.paragraphs(lang, topic, self.rng.randint(3, 6))
         rec = PlantedRecord(file=file, url=self.url(lang, topic), kind=kind, lang=lang, charset="utf-8",
-                            main_text="\n".join([title, *paras]))
+                            title=title, main_text="\n".join(paras))
         return rec, self.render_page(lang, title, paras)
 
     def near_duplicate(self, file: str, src: PlantedRecord) -> tuple[PlantedRecord, str]:
         """Same article syndicated elsewhere: two place names swapped, as a re-publisher's edit."""
-        title, *paras = src.main_text.split("\n")
+        title, paras = src.title, src.main_text.split("\n")
         places = lexicon.PLACES[src.lang]
         for _ in range(2):
             i = self.rng.randrange(len(paras))
@@ -108,13 +109,13 @@ class CrawlBuilder:
             else:
                 paras[i] = paras[i] + " " + self.text.sentence(src.lang, self.rng.choice(TOPICS))
         rec = PlantedRecord(file=file, url=self.url(src.lang, "syndicated"), kind="near_dup", lang=src.lang,
-                            charset="utf-8", main_text="\n".join([title, *paras]), dup_of=src.url)
+                            charset="utf-8", title=title, main_text="\n".join(paras), dup_of=src.url)
         return rec, self.render_page(src.lang, title, paras)
 
     def pii_page(self, file: str) -> tuple[PlantedRecord, str]:
         rng = self.rng
         rec, _ = self.article(file, "en", kind="pii")
-        title, *paras = rec.main_text.split("\n")
+        title, paras = rec.title, rec.main_text.split("\n")
         person = rng.choice(lexicon.PERSONS["en"])
         email = f"{person.split()[0].lower()}.{person.split()[1].lower()}{rng.randint(1, 99)}@mail-{rng.randint(1, 9)}.example.com"
         phone = f"+1 ({rng.randint(201, 989)}) {rng.randint(200, 999)}-{rng.randint(1000, 9999)}"
@@ -132,7 +133,7 @@ class CrawlBuilder:
             "The book has ISBN 978-3-16-148410-0, see doi 10.1000/182, and the router at 192.168.1.1 runs firmware 10.2.3.4.",
         ]
         paras = paras + contact
-        rec.main_text = "\n".join([title, *paras])
+        rec.main_text = "\n".join(paras)
         rec.pii = [{"type": "email", "value": email}, {"type": "phone", "value": phone}, {"type": "ip", "value": ip},
                    {"type": "credit_card", "value": card_fmt}, {"type": "ssn", "value": ssn}, {"type": "iban", "value": iban}]
         return rec, self.render_page("en", title, paras)
@@ -142,12 +143,12 @@ class CrawlBuilder:
         topic = rng.choice(TOPICS)
         title = self.text.title("en", topic)
         if whole:
-            lines = rng.sample(lexicon.TOXIC_LINES, 5)
+            lines = rng.sample(lexicon.TOXIC_LINES, 6)  # a thread of Gopher length (>= 50 words)
         else:
             lines = self.text.paragraphs("en", topic, 3) + [rng.choice(lexicon.TOXIC_LINES)]
         comments = "".join(f'<div class="comment"><p>{html.escape(line)}</p></div>' for line in lines)
         rec = PlantedRecord(file=file, url=self.url("en", "forum"), kind="toxic", lang="en", charset="utf-8",
-                            main_text="\n".join([title, *lines]), toxic_lines=5 if whole else 1)
+                            title=title, main_text="\n".join(lines), toxic_lines=len(lines) if whole else 1)
         return rec, self.render_page("en", title, [], extra_blocks=[f'<section class="comments">{comments}</section>'])
 
     def spam_page(self, file: str) -> tuple[PlantedRecord, str]:
@@ -161,7 +162,7 @@ class CrawlBuilder:
             lines = [f"{p} >> http://spam-{rng.getrandbits(16)}.example.biz" for p in rng.choices(lexicon.SPAM_PHRASES, k=15)]
         title = rng.choice(lexicon.SPAM_PHRASES).upper()
         rec = PlantedRecord(file=file, url=f"http://spam-{rng.getrandbits(24):06x}.example.biz/offer", kind="spam",
-                            lang="en", charset="utf-8", main_text="\n".join([title, *lines]))
+                            lang="en", charset="utf-8", title=title, main_text="\n".join(lines))
         page = "<html><head><title>{}</title></head><body>{}</body></html>".format(
             html.escape(title), "".join(f"<p>{html.escape(x)}</p>" for x in lines))
         return rec, page
@@ -180,7 +181,7 @@ def _encoded_pages(b: CrawlBuilder, file: str) -> list[tuple[PlantedRecord, byte
             page = page.replace('<meta charset="">', "")
         ctype = f"text/html; charset={charset}" if declare == "http" else "text/html"
         rec = PlantedRecord(file=file, url=b.url(lang, "archiv"), kind="encoding", lang=lang, charset=charset,
-                            main_text="\n".join([title, *paras]))
+                            title=title, main_text="\n".join(paras))
         out.append((rec, page.encode(charset), ctype))
     return out
 
@@ -207,8 +208,8 @@ def generate_crawl(out_dir: Path, truth_path: Path, seed: int = 0, n_files: int 
             if roll < 0.07 and b.articles:
                 src = b.rng.choice(b.articles)
                 rec = PlantedRecord(file=name, url=b.url(src.lang, "mirror"), kind="exact_dup", lang=src.lang,
-                                    charset="utf-8", main_text=src.main_text, dup_of=src.url)
-                title, *paras = src.main_text.split("\n")
+                                    charset="utf-8", title=src.title, main_text=src.main_text, dup_of=src.url)
+                title, paras = src.title, src.main_text.split("\n")
                 page = b.render_page(src.lang, title, paras)
             elif roll < 0.14 and b.articles:
                 rec, page = b.near_duplicate(name, b.rng.choice(b.articles))
@@ -287,7 +288,7 @@ def _write_wet(path: Path, pages: list[tuple[PlantedRecord, str, str]], b: Crawl
     w.write("warcinfo", f"isPartOf: {CRAWL_NAME}\r\npublisher: LLM Foundry sample generator\r\n".encode(),
             {"WARC-Date": "2024-03-05T00:00:00Z", "WARC-Filename": path.name, "Content-Type": "application/warc-fields"})
     for rec, date, response_id in pages:
-        block = rec.main_text.encode("utf-8")
+        block = f"{rec.title}\n{rec.main_text}".encode()  # WET text starts with the page title
         w.write("conversion", block, {"WARC-Target-URI": rec.url, "WARC-Date": date,
                                       "WARC-Refers-To": response_id, "Content-Type": "text/plain",
                                       "WARC-Identified-Content-Language": {"en": "eng", "de": "deu", "fr": "fra", "es": "spa"}.get(rec.lang, "und")})

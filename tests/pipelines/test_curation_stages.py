@@ -38,7 +38,7 @@ def test_planted_pages_are_handled_as_intended(curated, truth):
         t = truth[url]
         if t["kind"] == "spam":
             assert url in ledger, url
-        if t["kind"] == "toxic" and t["toxic_lines"] == 5:
+        if t["kind"] == "toxic" and t["toxic_lines"] > 1:
             assert ledger.get(url, ("", ""))[1].startswith(("toxicity:", "exact_duplicate", "near_duplicate")), url
         if t["kind"] == "toxic" and t["toxic_lines"] == 1 and url in kept:
             assert len(kept[url].split("\n")) == len(t["main_text"].split("\n")) - 1

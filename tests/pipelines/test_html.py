@@ -54,3 +54,32 @@ def test_text_between_inline_elements_keeps_its_separator(between):
             "provinces, a long paragraph with enough words to be the main content of the page.</p></article></body></html>")
     _, text = extract_main_text(html)
     assert "19791983" not in text and "1979" in text and "1983" in text and "\u2060" not in text
+
+
+_PARA = "<p>The council voted on the northern bridge after a long debate about its cost and its route.</p>"
+
+
+def test_headline_caption_byline_and_newsletter_box_are_not_body_text():
+    html = ("<html><head><title>Bridge vote</title></head><body><article><header><h1>Bridge vote</h1>"
+            "<div class='article-byline'>By A. Writer, 2 May</div></header>"
+            f"<figure><img src='b.jpg'><figcaption>The old bridge at dusk</figcaption></figure>{_PARA * 3}"
+            "<div class='InlineImage-imageEmbedCredit'>Photo agency</div>"
+            "<div class='newsletter-signup'>Get our newsletter every morning</div>"
+            f"{_PARA * 2}</article></body></html>")
+    title, text = extract_main_text(html)
+    assert title == "Bridge vote" and text.count("The council voted") == 5
+    for boilerplate in ("Bridge vote", "A. Writer", "old bridge at dusk", "Photo agency", "newsletter"):
+        assert boilerplate not in text
+
+
+@pytest.mark.parametrize("wrapper", ["div class='content-with-sidebar'", "div class='widget'", "header"])
+def test_an_article_inside_a_boilerplate_named_wrapper_keeps_its_text(wrapper):
+    html = f"<html><body><{wrapper}>{_PARA * 4}</{wrapper.split()[0]}></body></html>"
+    assert extract_main_text(html)[1].count("The council voted") == 4
+
+
+def test_forum_comments_are_content():
+    comments = "".join(f"<div class='comment'><p>Reply {i}: I walked over that bridge every day for years.</p></div>"
+                       for i in range(4))
+    html = f"<html><body><main><h1>Bridge thread</h1><section class='comments'>{comments}</section></main></body></html>"
+    assert extract_main_text(html)[1].count("I walked over that bridge") == 4

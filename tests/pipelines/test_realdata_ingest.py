@@ -44,3 +44,15 @@ def test_every_record_has_one_outcome_and_no_html_page_is_lost(name, tmp_path):
     assert all(d["text"].strip() for d in docs)
     assert not [u for u in urls if u.startswith("<") or u.split("://")[0] not in ("http", "https") or u.endswith("/robots.txt")]
     assert not [d["url"] for d in docs if "\ufeff" in d["text"]]
+
+
+EXTRACTION_DIR = setting_path("REALDATA_DIR") / "extraction"
+
+
+@pytest.mark.skipif(not (EXTRACTION_DIR / "ground-truth.json").exists(), reason=f"no {EXTRACTION_DIR} (set REALDATA_DIR)")
+def test_default_extractor_keeps_the_article_on_real_pages():
+    """Bag-of-words F1 against the benchmark's articleBody, mean over pages (speed is in benchmarks/ingest_bench.py)."""
+    from benchmarks.ingest_bench import real_page_scores
+
+    scores = real_page_scores(EXTRACTION_DIR)
+    assert sum(f1 for _, _, f1 in scores) / len(scores) >= 0.95

@@ -66,7 +66,7 @@ def test_wet_records_share_ids_with_their_warc_responses(sample_dir, truth):
     assert wet_rows and stats.outcomes == {"kept": len(wet_rows)}
     warc_ids = {r["url"]: r["id"] for p in _warc_files(sample_dir) for r in _ingest(p)[0]}
     for r in wet_rows:
-        assert r["text"] == truth[r["url"]]["main_text"]
+        assert r["text"] == f"{truth[r['url']]['title']}\n{truth[r['url']]['main_text']}"
         assert r["id"] == warc_ids[r["url"]]
 
 
