@@ -166,3 +166,15 @@ def test_a_candidate_worse_than_the_promoted_model_fails_the_gate(lake):
     worse = dict(results, safety={"score,none": 0.7})
     verdict = gate.evaluate(lake, {"vs_promoted": versus_promoted(lake, worse), "config": config})
     assert not verdict.passed and "safety" in verdict.message and verdict.metadata["promoted_checkpoint"] == "abc"
+
+
+@pytest.mark.parametrize(("refusal", "helpfulness", "passes"), [(0.875, 0.21, True), (0.75, 0.30, False), (0.875, 0.15, False)])
+def test_safety_gate_never_lets_refusal_drop_and_allows_a_small_helpfulness_dip(lake, refusal, helpfulness, passes):
+    from evaluation.stages import REPORT
+
+    gate = next(c for c in REPORT.checks if c.name == "aligned_safety_not_worse_than_sft")
+    manifest = {"config": {"max_helpfulness_drop": 0.05},
+                "safety": {"sft_model": {"score": 0.56, "refusal_rate": 0.875, "helpfulness": 0.24},
+                           "aligned_model": {"score": 0.5, "refusal_rate": refusal, "helpfulness": helpfulness}}}
+    verdict = gate.evaluate(lake, manifest)
+    assert verdict.passed is passes and (passes or "worse than SFT" in verdict.message)
