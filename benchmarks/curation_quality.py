@@ -5,9 +5,10 @@ Per stage, the figures the curation issue asks for, in one run:
 - PII: recall per type on Presidio's synthetic sentences (EMAIL_ADDRESS, PHONE_NUMBER,
   IP_ADDRESS, CREDIT_CARD, US_SSN, IBAN_CODE), false positives there, and every span flagged
   in ~16,000 ordinary lingua sentences (31 languages: each should be real PII; hand-check);
-- language ID with the default filter (lid.176, keep en/de/fr/es, score >= 0.65): short
-  (< 50 chars) en/de/fr/es sentences kept, word pairs kept, Galician correct, other languages
-  wrongly kept as en/de/fr/es;
+- language ID with the default tagger and filter (lid.176 x py3langid, length-dependent cuts, keep
+  en/de/fr/es) next to the baseline (lid.176 alone, one 0.65 cut): short (< 50 chars)
+  en/de/fr/es sentences kept, word pairs kept, Galician correct, other languages wrongly kept
+  as en/de/fr/es;
 - toxicity with the default scorer: OLID precision/recall at 0.5, GermEval AUC, share of
   ordinary (not offensive) sentences flagged;
 - quality: natural 5-sentence paragraphs rejected by the quality rules, per language (stop words
@@ -33,6 +34,7 @@ import numpy as np
 from pipelines.curation import langid, quality
 from pipelines.curation.pii import find_pii
 from pipelines.curation.stages import curate_config_class
+from pipelines.curation.taggers.language_id import LanguageTagConfig
 from pipelines.curation.toxicity import make_scorer, score_documents
 from pipelines.settings import setting_path
 
@@ -68,26 +70,28 @@ def _lines(path: Path) -> list[str]:
 
 
 def language_id(root: Path) -> dict:
-    cfg = curate_config_class()().language_id
+    """The default tagger + filter next to the baseline (lid.176 alone, one 0.65 cut as FineWeb)."""
+    tag_cfg, filter_cfg = LanguageTagConfig(), curate_config_class()().language_id
     sentences = {p.stem: _lines(p) for p in sorted((root / "lid" / "lingua_sentences").glob("*.txt"))}
     pairs = {p.stem: _lines(p) for p in sorted((root / "lid" / "lingua_word_pairs").glob("*.txt"))}
+    sets = {"short": [t for lang in MAIN for t in sentences.get(lang, []) if len(t) < 50],
+            "pairs": [t for lang in MAIN for t in pairs.get(lang, [])],
+            "others": [t for lang, ts in sentences.items() if lang not in MAIN for t in ts],
+            "gl": _lines(next((root / "lid").glob("ud_galician*")))}
 
-    def kept(texts):
-        labels, scores = langid.identify(texts)
-        return [lab in cfg.keep_languages and s >= cfg.min_lang_score for lab, s in zip(labels, scores)], labels
+    def figures(weight, cut):
+        kept, labels = {}, {}
+        for name, texts in sets.items():
+            labels[name], scores = langid.identify(texts, tag_cfg.model_path, fasttext_weight=weight)
+            kept[name] = [lab in filter_cfg.keep_languages and s >= cut(lab, t)
+                          for lab, s, t in zip(labels[name], scores, texts)]
+        return {"short_main_kept": round(float(np.mean(kept["short"])), 3), "short_main_texts": len(sets["short"]),
+                "word_pairs_kept": round(float(np.mean(kept["pairs"])), 3),
+                "other_languages_kept_as_main": round(float(np.mean(kept["others"])), 4),
+                "galician_correct": round(float(np.mean([lab == "gl" for lab in labels["gl"]])), 3)}
 
-    short = [t for lang in MAIN for t in sentences.get(lang, []) if len(t) < 50]
-    short_kept, _ = kept(short)
-    pair_texts = [t for lang in MAIN for t in pairs.get(lang, [])]
-    pairs_kept, _ = kept(pair_texts)
-    others = [t for lang, ts in sentences.items() if lang not in MAIN for t in ts]
-    others_kept, _ = kept(others)
-    gl = _lines(next((root / "lid").glob("ud_galician*")))
-    gl_labels, _ = langid.identify(gl)
-    return {"short_main_kept": round(float(np.mean(short_kept)), 3), "short_main_texts": len(short),
-            "word_pairs_kept": round(float(np.mean(pairs_kept)), 3),
-            "other_languages_kept_as_main": round(float(np.mean(others_kept)), 4),
-            "galician_correct": round(float(np.mean([lab == "gl" for lab in gl_labels])), 3)}
+    return {"ours": figures(tag_cfg.fasttext_weight, filter_cfg.min_score),
+            "baseline_lid176_cut_0.65": figures(None, lambda lang, text: 0.65)}
 
 
 def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -122,7 +126,8 @@ def quality_rules(root: Path) -> dict:
     for path in sorted((root / "lid" / "lingua_sentences").glob("*.txt")):
         lines = _lines(path)
         paragraphs = [" ".join(lines[i:i + 5]) for i in range(0, len(lines) - 4, 5)]
-        langs, _ = langid.identify(paragraphs)  # as in the pipeline: stop words of the language LID finds
+        # as in the pipeline: stop words of the language LID finds
+        langs, _ = langid.identify(paragraphs, fasttext_weight=LanguageTagConfig().fasttext_weight)
         rejected[path.stem] = round(float(np.mean([bool(quality.quality_failures(quality.quality_metrics(p, lang=lang), thresholds))
                                                    for p, lang in zip(paragraphs, langs)])), 3)
     return rejected

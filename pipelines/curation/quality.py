@@ -44,7 +44,9 @@ def stop_words_for(lang: str | None) -> frozenset[str] | None:
 @dataclass(frozen=True)
 class QualityThresholds:
     # Gopher quality
-    min_words: int = param(50, "Gopher: fewest words a document may have")
+    min_words: int = param(50, "Gopher: fewest words a document may have ...")
+    min_word_chars: int = param(250, "... unless its words hold at least this many characters (50 English words; "
+                                     "Finnish or Estonian say as much in fewer, longer words)")
     max_words: int = param(100_000, "Gopher: most words a document may have")
     min_mean_word_length: float = param(3.0, "Gopher: shortest mean word length")
     max_mean_word_length: float = param(10.0, "Gopher: longest mean word length")
@@ -68,7 +70,9 @@ class QualityThresholds:
     max_dup_9gram_frac: float = param(0.11, "Gopher repetition: most characters in duplicate 9-grams")
     max_dup_10gram_frac: float = param(0.10, "Gopher repetition: most characters in duplicate 10-grams")
     # FineWeb
-    min_line_punct_ratio: float = param(0.12, "FineWeb: fewest lines ending in terminal punctuation")
+    min_line_punct_ratio: float = param(0.12, "FineWeb: fewest lines ending in terminal punctuation ...")
+    line_punct_min_lines: int = param(3, "... in documents of at least this many lines (one or two lines make the "
+                                         "ratio the fate of one last character, e.g. a closing ':' or ')')")
     max_short_line_ratio: float = param(0.67, "FineWeb: most short lines")
     short_line_chars: int = param(30, "FineWeb: a line this short or shorter is short")
     max_char_dup_ratio: float = param(0.01, "FineWeb: most characters in duplicate lines")
@@ -125,12 +129,14 @@ def quality_metrics(text: str, short_line_chars: int = 30, lang: str | None = No
     words = _WORD.findall(text.lower())
     raw_words = text.split()
     n_words = len(raw_words)
+    word_chars = sum(len(w) for w in words)
     n_lines = max(len(lines), 1)
     dup_line, dup_line_chars = _dup_fraction(lines)
     dup_para, dup_para_chars = _dup_fraction(paras)
     m = {
         "word_count": n_words,
-        "mean_word_length": (sum(len(w) for w in words) / len(words)) if words else 0.0,
+        "word_chars": word_chars,
+        "mean_word_length": word_chars / len(words) if words else 0.0,
         "symbol_word_ratio": (text.count("#") + text.count("...") + text.count("…")) / max(n_words, 1),
         "bullet_line_frac": sum(x.startswith(_BULLETS) for x in lines) / n_lines,
         "ellipsis_line_frac": sum(x.endswith(("...", "…")) for x in lines) / n_lines,
@@ -140,6 +146,7 @@ def quality_metrics(text: str, short_line_chars: int = 30, lang: str | None = No
         "dup_para_frac": dup_para,
         "dup_line_char_frac": dup_line_chars,
         "dup_para_char_frac": dup_para_chars,
+        "line_count": len(lines),
         "line_punct_ratio": sum(x.endswith(_TERMINAL) for x in lines) / n_lines,
         "short_line_ratio": sum(len(x) <= short_line_chars for x in lines) / n_lines,
         "char_dup_ratio": dup_line_chars,
@@ -161,7 +168,8 @@ METRIC_NAMES = tuple(quality_metrics("a b").keys())
 def failed_rules(m: dict[str, float], t: QualityThresholds = QualityThresholds()) -> list[tuple[str, str]]:
     """Every failed rule as (`<family>:<rule>` reason string, the metric it measured)."""
     checks = [
-        ("gopher_quality:word_count", "word_count", not t.min_words <= m["word_count"] <= t.max_words),
+        ("gopher_quality:word_count", "word_count", m["word_count"] > t.max_words
+         or (m["word_count"] < t.min_words and m["word_chars"] < t.min_word_chars)),
         ("gopher_quality:mean_word_length", "mean_word_length",
          not t.min_mean_word_length <= m["mean_word_length"] <= t.max_mean_word_length),
         ("gopher_quality:symbol_word_ratio", "symbol_word_ratio", m["symbol_word_ratio"] > t.max_symbol_word_ratio),
@@ -175,7 +183,8 @@ def failed_rules(m: dict[str, float], t: QualityThresholds = QualityThresholds()
         ("gopher_repetition:dup_para_char_frac", "dup_para_char_frac", m["dup_para_char_frac"] > t.max_dup_para_char_frac),
         ("c4:lorem_ipsum", "lorem_ipsum", m["lorem_ipsum"] > 0),
         ("c4:curly_bracket", "curly_bracket", m["curly_bracket"] > 0),
-        ("fineweb:line_punct_ratio", "line_punct_ratio", m["line_punct_ratio"] < t.min_line_punct_ratio),
+        ("fineweb:line_punct_ratio", "line_punct_ratio",
+         m["line_count"] >= t.line_punct_min_lines and m["line_punct_ratio"] < t.min_line_punct_ratio),
         ("fineweb:short_line_ratio", "short_line_ratio", m["short_line_ratio"] > t.max_short_line_ratio),
         ("fineweb:char_dup_ratio", "char_dup_ratio", m["char_dup_ratio"] > t.max_char_dup_ratio),
         ("fineweb:newline_word_ratio", "newline_word_ratio", m["newline_word_ratio"] > t.max_newline_word_ratio),

@@ -4,6 +4,7 @@ import pytest
 from pipelines.curation import langid
 from pipelines.curation.pii import PLACEHOLDERS, find_pii, redact
 from pipelines.curation.quality import QualityThresholds, quality_failures, quality_metrics
+from pipelines.curation.taggers.language_id import LanguageFilterConfig
 from pipelines.curation.toxicity import ProfanityCheckScorer, score_documents
 from pipelines.sample.pii_eval import evaluate, labeled_set
 from pipelines.sample.text import TextGenerator
@@ -19,6 +20,32 @@ def test_language_id_on_real_sentences_and_edge_cases():
     assert labels[:4] == ["en", "de", "fr", "es"] and (scores[:4] > 0.65).all()
     assert labels[4] == "und" and scores[4] == 0
     assert labels[5] == "en"
+
+
+def test_ensemble_separates_galician_from_its_neighbours_where_lid176_alone_does_not():
+    galician = ["A cidade presentou onte un novo plan para mellorar o transporte público nas parroquias do rural.",
+                "Os veciños queixáronse de que as obras da estrada levan moito tempo paradas.",
+                "Non hai moitas persoas que saiban cantas linguas se falan hoxe en Galicia."]
+    alone, _ = langid.identify(galician, fasttext_weight=None)
+    combined, scores = langid.identify(galician)
+    assert combined == ["gl"] * 3 and (scores > 0.5).all()
+    assert alone != combined  # lid.176 alone reads at least one as es/pt: the reason for the ensemble
+
+
+def test_a_language_only_one_model_knows_is_scored_by_that_model():
+    # 'ast' is in lid.176 only, 'ext' in py3langid only: the silent model abstains instead of voting 0
+    ft, py = {"ast": 0.6, "es": 0.3}, {"es": 0.5, "ext": 0.4}
+    label, score = langid._combine(ft, py, frozenset({"ast", "es"}), frozenset({"es", "ext"}), 0.5)
+    assert label == "ast" and 0.3 < score < 0.6
+
+
+def test_short_texts_get_a_lower_language_cut_and_languages_their_own():
+    cfg = LanguageFilterConfig()
+    assert cfg.min_score("es", "Buenos días") == 0.25 and cfg.min_score("es", "x" * 30) == 0.35
+    assert cfg.min_score("es", "x" * 400) == cfg.min_lang_score
+    assert LanguageFilterConfig(language_min_scores={"es": 0.9}).min_score("es", "Hola") == 0.9
+    with pytest.raises(ValueError, match="short_text_chars"):
+        LanguageFilterConfig(short_text_chars=(50, 25))
 
 
 def test_language_id_model_path_errors_name_the_fix(tmp_path):
@@ -118,6 +145,18 @@ def test_stop_words_are_counted_in_the_documents_language():
     assert quality_metrics(finnish, lang="sq")["stop_words"] == -1  # no list for the language: the rule is not applied
     english = "the cat and the dog " * 20
     assert quality_metrics(english)["stop_words"] == quality_metrics(english, lang="en")["stop_words"] == 60
+
+
+def test_long_words_count_toward_the_length_rule_and_one_line_is_no_line_ratio():
+    finnish = ("Kaupunginvaltuusto hyväksyi eilen liikennesuunnitelman, jonka valmistelu kesti kolme vuotta. "
+               "Asukkaat toivoivat parempia joukkoliikenneyhteyksiä keskustan ulkopuolisille asuinalueille. ") * 2
+    m = quality_metrics(finnish.strip(), lang="fi")
+    assert m["word_count"] < 50 <= m["word_chars"] / 5 and "gopher_quality:word_count" not in quality_failures(m)
+    assert "gopher_quality:word_count" in quality_failures(quality_metrics("lyhyt teksti " * 10, lang="fi"))
+    one_line = "Die Arbeitsgruppe legt dem Ausschuss die folgenden Empfehlungen vor " * 6 + "und zwar:"
+    assert "fineweb:line_punct_ratio" not in quality_failures(quality_metrics(one_line, lang="de"))
+    menu = "\n".join(["Home", "News and reports from the region", "Contact the editors", "About us"] * 10)
+    assert "fineweb:line_punct_ratio" in quality_failures(quality_metrics(menu))
 
 
 def test_fast_profanity_scorer_equals_predict_prob():
