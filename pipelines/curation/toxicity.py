@@ -1,9 +1,10 @@
 """Toxicity scoring per line, with pluggable scorers.
 
 Default: the offensive-language classifier shipped in `alt-profanity-check`
-(linear model over character n-grams, trained offline; works with no network).
-Alternative: any fastText classifier by path (e.g. Dolma's Jigsaw hate/NSFW
-taggers), scoring the probability of a chosen label.
+(linear model over character n-grams, trained offline; works with no network; English).
+Alternatives: any fastText classifier by path (e.g. Dolma's Jigsaw hate/NSFW taggers),
+scoring the probability of a chosen label, and per-language classifiers trained by
+`pipelines.curation.toxicity_train` on the user's labeled text.
 
 Scores are stored per line so the filter can either drop a document or only its
 offending lines, and thresholds can change without re-scoring.
@@ -11,6 +12,7 @@ offending lines, and thresholds can change without re-scoring.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Protocol
 
@@ -60,6 +62,73 @@ def _profanity_as_linear():
     a = np.array([c.calibrators[0].a_ for c in cals], dtype=np.float64)
     b = np.array([c.calibrators[0].b_ for c in cals], dtype=np.float64)
     return weights, intercept, a, b
+
+
+_URL = re.compile(r"https?://\S+|www\.\S+")
+_MENTION = re.compile(r"@\w+")
+
+
+def normalize_for_classifier(text: str) -> str:
+    """What a trained classifier sees, in training and scoring: lower case, links and @handles as tokens, one line."""
+    return " ".join(_MENTION.sub(" @user ", _URL.sub(" url ", text.lower())).split())
+
+
+class HashedNgramClassifier:
+    """Logistic regression over hashed character 2-5-grams and word 1-2-grams (log counts, L2-normalised).
+
+    Hashing needs no vocabulary, so the model is its weights plus this spec: saved as a plain `.npz`
+    (no pickle), it loads anywhere. Character n-grams carry inflection and spelling variants, which
+    matter for languages with rich morphology and for social-media text.
+    """
+
+    def __init__(self, coef: np.ndarray, intercept: float, n_features: int = 2**18):
+        self.coef, self.intercept, self.n_features = np.asarray(coef, dtype=np.float32), float(intercept), n_features
+
+    @staticmethod
+    def features(texts: list[str], n_features: int = 2**18):
+        import scipy.sparse as sp
+        from sklearn.feature_extraction.text import HashingVectorizer
+        from sklearn.preprocessing import normalize
+
+        common = {"n_features": n_features, "alternate_sign": False, "norm": None}
+        chars = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 5), **common)
+        words = HashingVectorizer(analyzer="word", ngram_range=(1, 2), token_pattern=r"(?u)\b\w+\b", **common)
+        prepared = [normalize_for_classifier(t) for t in texts]
+        x = sp.hstack([chars.transform(prepared), words.transform(prepared)]).tocsr()
+        x.data = np.log1p(x.data)
+        return normalize(x)
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        margin = self.features(texts, self.n_features) @ self.coef + self.intercept
+        return (1.0 / (1.0 + np.exp(-margin))).astype(np.float32)
+
+    def save(self, path) -> None:
+        np.savez(path, coef=self.coef, intercept=np.float64(self.intercept), n_features=np.int64(self.n_features))
+
+    @classmethod
+    def load(cls, path) -> HashedNgramClassifier:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["coef"], float(z["intercept"]), int(z["n_features"]))
+
+
+@lru_cache(maxsize=8)
+def _load_trained(path: str, mtime_ns: int) -> HashedNgramClassifier:
+    return HashedNgramClassifier.load(path)
+
+
+class TrainedScorer:
+    """P(toxic) from a classifier trained by `toxicity_train` on the user's labeled text."""
+
+    def __init__(self, model_path: str):
+        self.name = f"trained:{model_path}"
+        self.model_path = model_path
+
+    def score(self, lines: list[str]) -> np.ndarray:
+        import os
+
+        return _load_trained(self.model_path, os.stat(self.model_path).st_mtime_ns).predict(lines)
 
 
 class FastTextScorer:
