@@ -3,6 +3,8 @@
     <split>/<NNNNN>.ds         tokens, uint16 when the vocabulary fits, else uint32 (no header:
                                np.memmap(path, dtype) reads it, as nanoGPT does with train.bin)
     <split>/<NNNNN>.ds.index   uint64 cumulative document ends (datatrove's .ds/.ds.index layout)
+    <split>/<NNNNN>.ds.metadata  datatrove's companion: "<tokenizer>|<bytes per token>" then the token
+                               count; the tokenizer is given as `../tokenizer`, relative to the shard's folder
     manifest.json              dtype, eos id, shards with token/doc counts and hashes, lineage
 
 Every document ends with EOS. Shards close at document boundaries once they reach
@@ -57,10 +59,11 @@ class ShardWriter:
         name = f"{len(self.shards):05d}.ds"
         tokens = np.concatenate(self._buf)
         index = np.asarray(self._ends, dtype="<u8")
-        for suffix, data in (("", tokens), (".index", index)):
+        metadata = f"../{TOKENIZER_SUBDIR}|{self.dtype.itemsize}\n{len(tokens)}".encode()
+        for suffix, data in (("", tokens), (".index", index), (".metadata", metadata)):
             final = self.directory / (name + suffix)
             tmp = self.directory / f".{final.name}.{uuid.uuid4().hex}.tmp"
-            data.tofile(tmp)
+            tmp.write_bytes(data) if isinstance(data, bytes) else data.tofile(tmp)
             os.replace(tmp, final)
         self.shards.append({"file": name, "tokens": int(len(tokens)), "documents": len(index),
                             "hash": file_hash(self.directory / name)})
@@ -75,6 +78,16 @@ def read_shard(path: Path, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     tokens = np.memmap(path, dtype=dtype, mode="r") if size else np.zeros(0, dtype=dtype)
     ends = np.fromfile(str(path) + ".index", dtype="<u8")
     return tokens, ends
+
+
+def read_ds_metadata(path: Path) -> tuple[str, int, int] | None:
+    """(tokenizer, bytes per token, tokens) from a shard's datatrove `.ds.metadata`; None if absent or malformed."""
+    try:
+        head, count = Path(str(path) + ".metadata").read_text().split("\n")
+        tokenizer, size = head.rsplit("|", 1)
+        return tokenizer, int(size), int(count)
+    except (OSError, ValueError):
+        return None
 
 
 def iter_documents(path: Path, dtype: np.dtype) -> Iterable[np.ndarray]:
@@ -108,6 +121,8 @@ def validate_shards(root: Path, manifest: dict, decode=None, texts_by_position: 
                 continue
             if len(ends) != shard["documents"] or len(tokens) != shard["tokens"]:
                 problems.append(f"{path}: manifest counts differ from the files")
+            if read_ds_metadata(path) != (f"../{TOKENIZER_SUBDIR}", dtype.itemsize, len(tokens)):
+                problems.append(f"{path}.metadata: missing or disagrees with the shard (datatrove reads it)")
             if file_hash(path) != shard["hash"]:
                 problems.append(f"{path}: content hash differs from the manifest")
             if len(ends) and not (tokens[ends - 1] == eos).all():

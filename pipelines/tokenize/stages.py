@@ -317,7 +317,7 @@ MIXTURE = Stage(
                 "its weight. Output: one row per emitted document (source, id, repeat, tokens).")
 SHARDS = Stage(
     name="tokenized_shards", config=ShardsConfig, run=shards_stage, inputs=("mixture", "tokenizer"),
-    description="Train/validation token shards (.ds + .ds.index, uint16 when the vocabulary fits), globally shuffled, EOS "
+    description="Train/validation token shards (.ds + .ds.index + .ds.metadata, uint16 when the vocabulary fits), globally shuffled, EOS "
                 "after every document, split by document id so repeats never leak into validation.",
     checks=(Check("shards_valid", "Index matches files, every document ends in EOS, ids in vocabulary, hashes match.", _shards_valid),
             Check("shares_match_mixture", "Realized token share within the allowed deviation of the target, for every source "

@@ -85,6 +85,11 @@ def test_shard_writer_index_validation_and_megatron(tmp_path):
     manifest = {"dtype": "<u2", "eos_id": 0, "vocab_size": 100, "splits": {"train": w.shards}, "tokenizer_hash": "x"}
     assert [s["documents"] for s in w.shards] == [3, 1]
     assert sh.validate_shards(tmp_path, manifest) == []
+    # datatrove's companion file: tokenizer (relative to the shard's folder) | bytes per token, then the token count
+    assert (tmp_path / "train" / "00000.ds.metadata").read_text() == "../tokenizer|2\n16"
+    (tmp_path / "train" / "00001.ds.metadata").write_text("../tokenizer|4\n21")
+    assert any("00001.ds.metadata" in p for p in sh.validate_shards(tmp_path, manifest))
+    (tmp_path / "train" / "00001.ds.metadata").write_text("../tokenizer|2\n21")
     got = [d.tolist() for s in w.shards for d in sh.iter_documents(tmp_path / "train" / s["file"], np.dtype("<u2"))]
     assert got == [d + [0] for d in docs]
     sh.to_megatron(tmp_path / "train" / "00000.ds", tmp_path / "mega", np.dtype("<u2"))
