@@ -290,6 +290,10 @@ class Lake:
     def promoted_dir(self) -> Path:
         return self.model_dir(PROMOTED)
 
+    def gguf_path(self) -> Path:
+        """The promoted model as one GGUF file, for llama.cpp and the tools built on it."""
+        return self.model_dir("gguf") / "model.gguf"
+
     def registry_dir(self) -> Path:
         """The model registry: one directory per served version and the CURRENT pointer."""
         return self.root / "models" / "registry"

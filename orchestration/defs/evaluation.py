@@ -1,9 +1,10 @@
-"""Evaluation assets: one eval per model, the report with its promotion gates, the promoted model."""
+"""Evaluation assets: one eval per model, the report with its promotion gates, the promoted model and its GGUF."""
 
 from evaluation.report import MODEL_ORDER
 from evaluation.stages import PROMOTED, REPORT, eval_stage
 from orchestration.automation import FOLLOW, PROMOTE
 from orchestration.factory import stage_assets
+from training.gguf_export import GGUF
 
 COMMON = dict(group="evaluation")
 evaluation_assets = [
@@ -11,4 +12,5 @@ evaluation_assets = [
                                                         automation_condition=FOLLOW, **COMMON)),
     *stage_assets(REPORT, deps=list(REPORT.inputs), kinds={"python", "markdown"}, automation_condition=FOLLOW, **COMMON),
     *stage_assets(PROMOTED, deps=list(PROMOTED.inputs), kinds={"huggingface"}, automation_condition=PROMOTE, **COMMON),
+    *stage_assets(GGUF, deps=list(GGUF.inputs), kinds={"python"}, automation_condition=FOLLOW, **COMMON),
 ]
