@@ -152,7 +152,9 @@ class GgufConfig:
 
 def export_promoted(ctx: StageContext, cfg: GgufConfig) -> dict:
     info = export_gguf(ctx.lake.promoted_dir(), ctx.lake.gguf_path(), cfg.dtype)
-    return {"asset": "promoted_gguf", **info, "content_hash": file_hash(ctx.lake.gguf_path()), "config": config_to_dict(cfg)}
+    manifest = {"asset": "promoted_gguf", **info, "content_hash": file_hash(ctx.lake.gguf_path()), "config": config_to_dict(cfg)}
+    ctx.lake.write_manifest("promoted_gguf", None, manifest)
+    return manifest
 
 
 def _reads_back(lake: Lake, manifest: dict) -> CheckResult:

@@ -116,6 +116,7 @@ def test_gguf_stage_exports_the_promoted_model_and_its_check_reads_it_back(check
     shutil.copytree(checkpoint, lake.promoted_dir())
     manifest = run_stage(GGUF, lake)
     assert lake.gguf_path().is_file() and manifest["tensors"] > 0 and manifest["dtype"] == "f16"
+    assert lake.read_manifest("promoted_gguf", None) == manifest  # what the check reads in Dagster
     verdict = GGUF.checks[0].evaluate(lake, manifest)
     assert verdict.passed, verdict.metadata
     assert not GGUF.checks[0].evaluate(lake, {**manifest, "tensors": manifest["tensors"] + 1}).passed
