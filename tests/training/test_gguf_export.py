@@ -120,3 +120,22 @@ def test_gguf_stage_exports_the_promoted_model_and_its_check_reads_it_back(check
     verdict = GGUF.checks[0].evaluate(lake, manifest)
     assert verdict.passed, verdict.metadata
     assert not GGUF.checks[0].evaluate(lake, {**manifest, "tensors": manifest["tensors"] + 1}).passed
+
+
+@pytest.mark.slow
+def test_llama_cpp_reads_the_export_like_transformers(checkpoint, tmp_path):
+    """Needs llama-cpp-python (it compiles llama.cpp at install, so it is not a project dependency)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    text = "The river flows past the old mill in Arlen."
+    ids = tok(text)["input_ids"]
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(checkpoint).float()(torch.tensor([ids])).logits[0].numpy()
+    llm = llama_cpp.Llama(model_path=export_gguf(checkpoint, tmp_path / "m.gguf", "f32")["path"], logits_all=True,
+                          verbose=False, n_ctx=64)
+    assert llm.tokenize(text.encode(), add_bos=False, special=False) == ids
+    llm.eval(ids)
+    got = np.array(llm.scores[:len(ids)])
+    assert np.abs(got - want).max() < 0.02 and (got.argmax(-1) == want.argmax(-1)).all()
