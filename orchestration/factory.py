@@ -21,6 +21,7 @@ import pydantic
 from orchestration.metadata import manifest_metadata, plain_metadata
 from orchestration.resources import LakeResource
 from pipelines.contract import Stage, StageContext, config_fields, config_from_dict, config_to_dict, field_doc
+from pipelines.openlineage import lineage_run
 
 OWNERS = ["team:data-platform"]
 CODE_VERSION = "1"
@@ -91,7 +92,9 @@ def stage_assets(stage: Stage, *, group: str, deps: list = (), partitions_def=No
         for name in lake.lake.recover():
             context.log.warning(f"restored {name}: a killed run had left its directory swap half done")
         ctx = StageContext(lake.lake, partition, inputs, context.log.info, context.log.warning)
-        manifest = stage.run(ctx, to_library(config, stage.config))
+        with lineage_run(lake.lake, stage.name, partition, stage.inputs, parent_run_id=context.run_id, attempt=context.retry_number,
+                         engine_version=dg.__version__, description=stage.description) as lineage:
+            manifest = lineage["manifest"] = stage.run(ctx, to_library(config, stage.config))
         if write_catalog:
             lake.lake.write_catalog()
         return dg.MaterializeResult(metadata=metadata(manifest), data_version=dg.DataVersion(manifest["content_hash"]))

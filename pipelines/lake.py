@@ -290,6 +290,10 @@ class Lake:
     def promoted_dir(self) -> Path:
         return self.model_dir(PROMOTED)
 
+    def openlineage_log(self) -> Path:
+        """OpenLineage events, one JSON object per line (the default file transport)."""
+        return self.root / "openlineage" / "events.jsonl"
+
     def gguf_path(self) -> Path:
         """The promoted model as one GGUF file, for llama.cpp and the tools built on it."""
         return self.model_dir("gguf") / "model.gguf"

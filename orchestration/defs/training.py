@@ -18,6 +18,7 @@ from orchestration.factory import CODE_VERSION, OWNERS, dagster_config, stage_as
 from orchestration.resources import LakeResource
 from pipelines.contract import config_from_dict, config_to_dict
 from pipelines.lake import Lake, atomic_write_bytes
+from pipelines.openlineage import lineage_run
 from pipelines.settings import code_commit
 from training.cli import JOBS
 from training.datasets import PREFERENCE_DATASET, SFT_DATASET
@@ -54,15 +55,20 @@ def model_asset(name: str, cli_stage: str, config_cls: type, inputs: Callable[[d
         atomic_write_bytes(job_path, json.dumps(job, indent=2, default=str).encode())
         error_path.unlink(missing_ok=True)
         command = [sys.executable, "-m", "training.cli", cli_stage, "--config", str(job_path), "--error-file", str(error_path)]
-        try:
-            return pipes_subprocess_client.run(context=context, command=command, extras={"job": str(job_path)}).get_materialize_result()
-        except Exception as exc:  # the Pipes client's own error says only "failed with code 1"
-            if not error_path.exists():
-                raise
-            error = error_path.read_text()
-            raise dg.Failure(description=f"{name} training failed: {error.strip().splitlines()[-1]}",
-                             metadata={"traceback": dg.MetadataValue.md(f"```\n{error}\n```"),
-                                       "job": dg.MetadataValue.path(str(job_path))}) from exc
+        with lineage_run(lake.lake, name, None, tuple(deps), parent_run_id=context.run_id, attempt=context.retry_number,
+                         engine_version=dg.__version__, description=description) as lineage:
+            try:
+                result = pipes_subprocess_client.run(context=context, command=command,
+                                                     extras={"job": str(job_path)}).get_materialize_result()
+            except Exception as exc:  # the Pipes client's own error says only "failed with code 1"
+                if not error_path.exists():
+                    raise
+                error = error_path.read_text()
+                raise dg.Failure(description=f"{name} training failed: {error.strip().splitlines()[-1]}",
+                                 metadata={"traceback": dg.MetadataValue.md(f"```\n{error}\n```"),
+                                           "job": dg.MetadataValue.path(str(job_path))}) from exc
+            lineage["manifest"] = {"content_hash": result.data_version.value if result.data_version else None}
+        return result
 
     return model
 

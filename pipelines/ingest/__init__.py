@@ -10,7 +10,7 @@ from typing import Literal
 from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param, require
 from pipelines.ingest.sources import ingest_source
 from pipelines.ingest.warc import IngestStats, ingest_warc
-from pipelines.lake import Lake
+from pipelines.lake import Lake, file_hash
 from pipelines.schema import DOCUMENT_SCHEMA, SCHEMA_VERSION
 
 SOURCE_KINDS = ("books", "code", "wiki", "arxiv", "qa")
@@ -71,7 +71,8 @@ def ingest_crawl_file(lake: Lake, crawl_dir: Path, partition_key: str, progress=
     stats = IngestStats()
     batches = ingest_warc(path, partition_key, stats=stats, progress=progress, extractor=config.extractor,
                           min_text_chars=config.min_text_chars, max_record_bytes=int(config.max_record_mb * (1 << 20)))
-    inputs = {"file": str(path), "size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns}
+    inputs = {"file": str(path), "size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns,
+              "xxh3_128": file_hash(path)}  # which bytes made this partition, for lineage
     return write_documents(lake, "raw_crawl", partition_key, batches, stats, inputs, config)
 
 
