@@ -22,6 +22,7 @@ from pipelines.tokenize.stages import MIXTURE, SHARDS, TOKENIZER
 from serving.deploy import DEPLOY
 from training.datasets import PREFERENCE_DATASET, SFT_DATASET
 from training.dpo import DpoConfig
+from training.gguf_export import GGUF
 from training.pretrain import PretrainConfig
 from training.sft import SftConfig
 
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _library_configs() -> dict[str, type]:
     stages = [RAW_CRAWL, *SOURCE_STAGES, *curation_stages(), TOKENIZER, MIXTURE, SHARDS, SFT_DATASET, PREFERENCE_DATASET,
-              *(eval_stage(m) for m in MODEL_ORDER), REPORT, PROMOTED, DEPLOY]
+              *(eval_stage(m) for m in MODEL_ORDER), REPORT, PROMOTED, GGUF, DEPLOY]
     return {**{s.name: s.config for s in stages}, "base_model": PretrainConfig, "sft_model": SftConfig, "aligned_model": DpoConfig}
 
 
