@@ -37,8 +37,9 @@ def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _models(start: Path) -> list[dict]:
-    """The checkpoint chain from `start` back to the pretrained model, each with its lineage.json."""
+def _models(lake: Lake, start: Path) -> list[dict]:
+    """The checkpoint chain from `start` back to the pretrained model, each with its lineage.json (paths in it
+    are relative to the lake root)."""
     chain, directory = [], start
     while directory is not None:
         lineage = _read(directory / "lineage.json")
@@ -49,7 +50,7 @@ def _models(start: Path) -> list[dict]:
                       "parent_hash": next((lineage[h] for _, h in _PARENT if h in lineage), None),
                       "data": {k: lineage[k] for k in ("sft_dataset_hash", "preference_dataset_hash") if k in lineage},
                       "lineage": lineage})
-        directory = next((Path(lineage[p]) for p, _ in _PARENT if lineage.get(p)), None)
+        directory = next((lake.root / lineage[p] for p, _ in _PARENT if lineage.get(p)), None)
     return chain
 
 
@@ -77,7 +78,7 @@ def _tagger_configs(lake: Lake, partitions: list[str]) -> dict:
 
 
 def model_lineage(lake: Lake, model: str = "promoted") -> dict:
-    chain = _models(checkpoint_dir(lake, model))
+    chain = _models(lake, checkpoint_dir(lake, model))
     top = chain[0]["lineage"]
     crawl, corpora = [], []
     for key, version in sorted(top.get("upstream", {}).items()):

@@ -37,11 +37,30 @@ def save_checkpoint(model, tokenizer_dir: Path, out_dir: Path, lineage: dict, ex
         # no max_new_tokens: it would override what callers ask for (lm-eval's max_gen_toks arrives as max_length)
         GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=[tok.eos_token_id, end_of_turn],
                          pad_token_id=tok.pad_token_id, do_sample=False).save_pretrained(str(tmp))
-        lineage = dict(lineage, model_max_length=context)
+        lineage = portable_lineage(dict(lineage, model_max_length=context))
         (tmp / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True, default=str))
         for name, payload in (extra_json or {}).items():
             (tmp / name).write_text(json.dumps(payload))
     return Path(out_dir)
+
+
+def portable_lineage(lineage: dict) -> dict:
+    """Paths inside the lake (`lake_root`, given by orchestration) become relative to the lake root, so the
+    record survives a moved or copied lake; floats keep 6 significant digits (0.025, not 0.024999999999999994)."""
+    root = lineage.get("lake_root")
+
+    def portable(value):
+        if isinstance(value, dict):
+            return {k: portable(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [portable(v) for v in value]
+        if isinstance(value, float):
+            return float(f"{value:.6g}")
+        if root and isinstance(value, str) and Path(value).is_absolute() and Path(value).is_relative_to(root):
+            return str(Path(value).relative_to(root))
+        return value
+
+    return {k: portable(v) for k, v in lineage.items() if k != "lake_root"}
 
 
 def checkpoint_hash(path: Path) -> str:

@@ -29,7 +29,7 @@ from training.sft import SftConfig
 
 def _lineage(context: dg.AssetExecutionContext, lake: Lake) -> dict:
     shards = lake.read_manifest("tokenized_shards")
-    return {"run_id": context.run.run_id, "asset": context.asset_key.to_user_string(),
+    return {"run_id": context.run.run_id, "asset": context.asset_key.to_user_string(), "lake_root": str(lake.root),
             "code_version": context.assets_def.code_versions_by_key[context.asset_key], "git_commit": code_commit(),
             "shards_hash": shards["content_hash"], "mixture_hash": shards["mixture_hash"],
             "mixture_weights": shards["mixture_weights"], "tokenizer_hash": shards["tokenizer_hash"],

@@ -16,6 +16,8 @@ def test_lineage_cli_names_the_crawl_files_filters_mixture_and_tokenizer(deploye
                          capture_output=True, text=True, check=True).stdout
     lineage = json.loads(out)
     assert [c["asset"] for c in lineage["chain"]] == ["aligned_model", "sft_model", "base_model"]
+    for c in lineage["chain"]:  # lineage.json names lake paths relative to the lake root: a moved lake still resolves
+        assert str(lake.root) not in (lake.root / c["checkpoint"] / "lineage.json").read_text()
     assert all(c["git_commit"] for c in lineage["chain"])
     crawl = {p["partition"]: p for p in lineage["crawl_files"]}
     assert set(crawl) == {p.name for p in (sample_dir / "crawl").iterdir()}

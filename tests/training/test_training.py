@@ -178,3 +178,14 @@ def test_checkpoint_states_the_models_context_and_leaves_generation_length_to_ca
     out = save_checkpoint(LlamaForCausalLM(cfg), tok_dir, tmp_path / "ckpt", {"stage": "test"})
     assert AutoTokenizer.from_pretrained(out).model_max_length == 32
     assert "max_new_tokens" not in GenerationConfig.from_pretrained(out).to_diff_dict()
+
+
+def test_lineage_paths_are_relative_to_the_lake_and_floats_short(tmp_path):
+    from training.checkpoint import portable_lineage
+
+    root = tmp_path / "lake"
+    lineage = {"lake_root": str(root), "reference_checkpoint": str(root / "models" / "sft_model" / "checkpoint"),
+               "pairs": "/elsewhere/pairs.jsonl", "mixture_weights": {"web": 0.8199999999999998, "qa": 0.019999999999999997},
+               "metrics": {"steps": 60, "accuracy": 0.7142857313156128}}
+    assert portable_lineage(lineage) == {"reference_checkpoint": "models/sft_model/checkpoint", "pairs": "/elsewhere/pairs.jsonl",
+                                         "mixture_weights": {"web": 0.82, "qa": 0.02}, "metrics": {"steps": 60, "accuracy": 0.714286}}
