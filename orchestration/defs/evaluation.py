@@ -2,7 +2,7 @@
 
 from evaluation.report import MODEL_ORDER
 from evaluation.stages import PROMOTED, REPORT, eval_stage
-from orchestration.automation import FOLLOW, PROMOTE
+from orchestration.automation import FOLLOW, PROMOTE, WEEKLY_FRESHNESS
 from orchestration.factory import stage_assets
 from training.gguf_export import GGUF
 
@@ -11,6 +11,7 @@ evaluation_assets = [
     *(d for model in MODEL_ORDER for d in stage_assets(eval_stage(model), deps=[model], kinds={"python", "pytorch"},
                                                         automation_condition=FOLLOW, **COMMON)),
     *stage_assets(REPORT, deps=list(REPORT.inputs), kinds={"python", "markdown"}, automation_condition=FOLLOW, **COMMON),
-    *stage_assets(PROMOTED, deps=list(PROMOTED.inputs), kinds={"huggingface"}, automation_condition=PROMOTE, **COMMON),
+    *stage_assets(PROMOTED, deps=list(PROMOTED.inputs), kinds={"huggingface"}, automation_condition=PROMOTE,
+                  freshness_policy=WEEKLY_FRESHNESS, **COMMON),
     *stage_assets(GGUF, deps=list(GGUF.inputs), kinds={"python"}, automation_condition=FOLLOW, **COMMON),
 ]

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from orchestration.automation import NIGHTLY_FRESHNESS
 from orchestration.factory import assets_only, stage_assets
 from orchestration.metadata import ingest_metadata
 from orchestration.partitions import crawl_files
@@ -13,5 +14,5 @@ raw_crawl_defs = stage_assets(RAW_CRAWL, group="ingest", partitions_def=crawl_fi
 raw_crawl = raw_crawl_defs[0]
 source_defs = [d for stage in SOURCE_STAGES
                for d in stage_assets(stage, group="ingest", kinds={"python", "parquet"}, metadata=ingest_metadata,
-                                     write_catalog=True)]
+                                     write_catalog=True, freshness_policy=NIGHTLY_FRESHNESS)]
 source_assets = assets_only(source_defs)

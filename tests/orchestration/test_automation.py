@@ -38,3 +38,16 @@ def test_run_failure_sensor_records_the_failed_run(sample_dir, resources):
         lines = resources["lake"].lake.run_failures_path().read_text().splitlines()
         record = json.loads(lines[-1])
         assert record["run_id"] == result.run_id and any("ingest_lost_no_readable_pages" in e for e in record["step_errors"])
+
+
+def test_freshness_is_declared_where_a_cadence_promises_it():
+    from datetime import timedelta
+
+    graph = defs.resolve_asset_graph()
+    windows = {k.to_user_string(): graph.get(k).freshness_policy for k in graph.get_all_asset_keys()
+               if graph.get(k).freshness_policy is not None}
+    nightly = {f"source_{s}" for s in ("arxiv", "books", "code", "qa", "wiki")}  # sources_refresh_schedule
+    weekly = {"base_model", "sft_model", "aligned_model", "promoted_model", "deployment"}  # the weekly retrain
+    assert set(windows) == nightly | weekly
+    assert all(windows[a].fail_window.to_timedelta() == timedelta(hours=48) for a in nightly)
+    assert all(windows[a].fail_window.to_timedelta() == timedelta(days=15) for a in weekly)
