@@ -100,3 +100,10 @@ def test_cross_validation_scores_every_example_out_of_fold():
     examples = _german_examples(60)
     scores = toxicity_train.cross_validate(examples, ToxicityTrainConfig(folds=3))
     assert scores.shape == (60,) and ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_filter_thresholds_are_validated():
+    with pytest.raises(ValueError, match="max_toxic_fraction"):
+        toxicity_tags.ToxicityFilterConfig(max_toxic_fraction=1.5)
+    with pytest.raises(ValueError, match="language_thresholds"):
+        toxicity_tags.ToxicityFilterConfig(language_thresholds={"de": 2.0})

@@ -19,7 +19,7 @@ class ToxicityTagConfig:
                                          "else a fastText classifier scoring `label`")
     label: str = param("__label__toxic", "the fastText label whose probability is the toxicity score")
     language_models: dict[str, str] = param({}, "per-language classifiers trained by `python -m "
-                                                "pipelines.curation.toxicity_train`, e.g. {'de': 'models/tox_de.bin'}: "
+                                                "pipelines.curation.toxicity_train`, e.g. {'de': 'models/tox_de.npz'}: "
                                                 "documents in that language are scored by it instead")
 
 
@@ -36,12 +36,12 @@ class ToxicityFilterConfig:
 
     def __post_init__(self):
         require(0 <= self.toxicity_threshold <= 1, self, "toxicity_threshold", "must be in [0, 1]")
+        require(0 <= self.max_toxic_fraction <= 1, self, "max_toxic_fraction", "must be in [0, 1]")
         require(all(0 <= t <= 1 for t in self.language_thresholds.values()), self, "language_thresholds",
                 "every threshold must be in [0, 1]")
 
     def threshold(self, lang: str) -> float:
         return self.language_thresholds.get(lang, self.toxicity_threshold)
-        require(0 <= self.max_toxic_fraction <= 1, self, "max_toxic_fraction", "must be in [0, 1]")
 
 
 def _tag(texts: list[str], cfg: ToxicityTagConfig, lang: list[str]):
