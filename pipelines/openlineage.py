@@ -103,7 +103,7 @@ def lineage_run(lake: Lake, asset: str, partition: str | None, upstream: tuple[s
     stats = {"outputStatistics": output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(rowCount=rows)} \
         if isinstance(rows, int) else {}
     output = OutputDataset(namespace="file", name=dataset_dir(lake, asset, partition), facets=facets, outputFacets=stats)
-    source = (manifest.get("inputs") or {}) if isinstance(manifest.get("inputs"), dict) else {}
+    source = manifest.get("inputs") if isinstance(manifest.get("inputs"), dict) else {}
     if source.get("file"):  # a stage that read a file outside the lake (a crawl file) names it and its hash
         version = {"version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=source["xxh3_128"])} \
             if source.get("xxh3_128") else {}

@@ -74,8 +74,8 @@ def gguf_tensors(checkpoint: Path, config: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def _vocabulary(checkpoint: Path) -> tuple[list[str], list[int], list[str], set[int]]:
-    """(tokens in id order, GGUF token types, merges, special ids) from tokenizer.json (byte-level BPE)."""
+def _vocabulary(checkpoint: Path) -> tuple[list[str], list[int], list[str]]:
+    """(tokens in id order, GGUF token types, merges) from tokenizer.json (byte-level BPE)."""
     import gguf
 
     spec = json.loads((Path(checkpoint) / "tokenizer.json").read_text())
@@ -89,7 +89,7 @@ def _vocabulary(checkpoint: Path) -> tuple[list[str], list[int], list[str], set[
         raise ValueError(f"{checkpoint}: token ids are not 0..{len(by_id) - 1} without gaps")
     types = [gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for _, i in by_id]
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
-    return [t for t, _ in by_id], [int(t) for t in types], merges, special
+    return [t for t, _ in by_id], [int(t) for t in types], merges
 
 
 def export_gguf(checkpoint: Path, out: Path, dtype: str = "f16") -> dict:
@@ -100,7 +100,7 @@ def export_gguf(checkpoint: Path, out: Path, dtype: str = "f16") -> dict:
     config = json.loads((checkpoint / "config.json").read_text())
     if config.get("model_type") != "llama":
         raise ValueError(f"{checkpoint}: GGUF export handles Llama checkpoints, got model_type {config.get('model_type')!r}")
-    tokens, types, merges, _ = _vocabulary(checkpoint)
+    tokens, types, merges = _vocabulary(checkpoint)
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
     rope = config.get("rope_parameters") or {}

@@ -12,6 +12,7 @@ offending lines, and thresholds can change without re-scoring.
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from typing import Protocol
@@ -121,13 +122,13 @@ def _load_trained(path: str, mtime_ns: int) -> HashedNgramClassifier:
 class TrainedScorer:
     """P(toxic) from a classifier trained by `toxicity_train` on the user's labeled text."""
 
+    PREFIX = "trained:"  # its `name`, recorded per document, says a language's own model scored it
+
     def __init__(self, model_path: str):
-        self.name = f"trained:{model_path}"
+        self.name = f"{self.PREFIX}{model_path}"
         self.model_path = model_path
 
     def score(self, lines: list[str]) -> np.ndarray:
-        import os
-
         return _load_trained(self.model_path, os.stat(self.model_path).st_mtime_ns).predict(lines)
 
 

@@ -59,7 +59,7 @@ class ShardWriter:
         name = f"{len(self.shards):05d}.ds"
         tokens = np.concatenate(self._buf)
         index = np.asarray(self._ends, dtype="<u8")
-        metadata = f"../{TOKENIZER_SUBDIR}|{self.dtype.itemsize}\n{len(tokens)}".encode()
+        metadata = ds_metadata(self.dtype, len(tokens)).encode()
         for suffix, data in (("", tokens), (".index", index), (".metadata", metadata)):
             final = self.directory / (name + suffix)
             tmp = self.directory / f".{final.name}.{uuid.uuid4().hex}.tmp"
@@ -80,14 +80,9 @@ def read_shard(path: Path, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     return tokens, ends
 
 
-def read_ds_metadata(path: Path) -> tuple[str, int, int] | None:
-    """(tokenizer, bytes per token, tokens) from a shard's datatrove `.ds.metadata`; None if absent or malformed."""
-    try:
-        head, count = Path(str(path) + ".metadata").read_text().split("\n")
-        tokenizer, size = head.rsplit("|", 1)
-        return tokenizer, int(size), int(count)
-    except (OSError, ValueError):
-        return None
+def ds_metadata(dtype: np.dtype, tokens: int) -> str:
+    """datatrove's `.ds.metadata` for a shard: the tokenizer (the copy beside the splits) | bytes per token, token count."""
+    return f"../{TOKENIZER_SUBDIR}|{dtype.itemsize}\n{tokens}"
 
 
 def iter_documents(path: Path, dtype: np.dtype) -> Iterable[np.ndarray]:
@@ -121,7 +116,8 @@ def validate_shards(root: Path, manifest: dict, decode=None, texts_by_position: 
                 continue
             if len(ends) != shard["documents"] or len(tokens) != shard["tokens"]:
                 problems.append(f"{path}: manifest counts differ from the files")
-            if read_ds_metadata(path) != (f"../{TOKENIZER_SUBDIR}", dtype.itemsize, len(tokens)):
+            meta = Path(str(path) + ".metadata")
+            if not meta.exists() or meta.read_text() != ds_metadata(dtype, len(tokens)):
                 problems.append(f"{path}.metadata: missing or disagrees with the shard (datatrove reads it)")
             if file_hash(path) != shard["hash"]:
                 problems.append(f"{path}: content hash differs from the manifest")

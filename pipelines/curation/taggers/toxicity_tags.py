@@ -66,7 +66,7 @@ def _tag(texts: list[str], cfg: ToxicityTagConfig, lang: list[str]):
 
 def _applies(row: dict, cfg: ToxicityFilterConfig) -> bool:
     """A language model's score always counts; the default scorer's only in the languages it knows."""
-    trained = row["toxicity_scorer"].startswith("trained:")
+    trained = row["toxicity_scorer"].startswith(toxicity.TrainedScorer.PREFIX)
     return trained or not cfg.toxicity_languages or row["lang"] in cfg.toxicity_languages
 
 
