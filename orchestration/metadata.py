@@ -7,6 +7,8 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.parquet as pq
 
+from pipelines.contract import rounded
+
 PREVIEW_COLUMNS = ("id", "url", "title", "text")
 # manifest keys that are bookkeeping, not something a user reads on the asset page
 _NOT_SHOWN = {"asset", "partition", "content_hash", "inputs", "rows_in", "rows", "reasons", "seconds", "path", "report",
@@ -76,17 +78,6 @@ def rows_table(rows: list[dict]) -> dg.MetadataValue:
     schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in cols])
     fmt = {float: lambda x: f"{x:.4g}"}
     return dg.MetadataValue.table([dg.TableRecord({k: fmt.get(type(v), str)(v) for k, v in r.items()}) for r in rows], schema=schema)
-
-
-def rounded(v):
-    """Floats to 6 significant digits, inside lists and dicts too, so 0.024999999999999994 shows as 0.025."""
-    if isinstance(v, float):
-        return float(f"{v:.6g}")
-    if isinstance(v, dict):
-        return {k: rounded(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [rounded(x) for x in v]
-    return v
 
 
 def _value(v) -> dg.MetadataValue:

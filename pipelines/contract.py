@@ -53,6 +53,17 @@ def config_fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
     return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
 
 
+def rounded(v: Any) -> Any:
+    """Floats to 6 significant digits, inside lists and dicts too, so 0.024999999999999994 shows as 0.025."""
+    if isinstance(v, float):
+        return float(f"{v:.6g}")
+    if isinstance(v, dict):
+        return {k: rounded(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [rounded(x) for x in v]
+    return v
+
+
 def config_to_dict(config: Any) -> dict:
     """Plain JSON values (tuples as lists, nested configs as dicts): what manifests record."""
 

@@ -13,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+from pipelines.contract import rounded
 from pipelines.lake import atomic_directory
 from pipelines.tokenize.tokenizer import portable_config
 
@@ -49,18 +50,16 @@ def portable_lineage(lineage: dict) -> dict:
     record survives a moved or copied lake; floats keep 6 significant digits (0.025, not 0.024999999999999994)."""
     root = lineage.get("lake_root")
 
-    def portable(value):
+    def relative(value):
         if isinstance(value, dict):
-            return {k: portable(v) for k, v in value.items()}
+            return {k: relative(v) for k, v in value.items()}
         if isinstance(value, list):
-            return [portable(v) for v in value]
-        if isinstance(value, float):
-            return float(f"{value:.6g}")
+            return [relative(v) for v in value]
         if root and isinstance(value, str) and Path(value).is_absolute() and Path(value).is_relative_to(root):
             return str(Path(value).relative_to(root))
         return value
 
-    return {k: portable(v) for k, v in lineage.items() if k != "lake_root"}
+    return rounded({k: relative(v) for k, v in lineage.items() if k != "lake_root"})
 
 
 def checkpoint_hash(path: Path) -> str:
