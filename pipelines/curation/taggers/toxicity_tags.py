@@ -21,6 +21,11 @@ class ToxicityTagConfig:
     language_models: dict[str, str] = param({}, "per-language classifiers trained by `python -m "
                                                 "pipelines.curation.toxicity_train`, e.g. {'de': 'models/tox_de.npz'}: "
                                                 "documents in that language are scored by it instead")
+    word_lists: bool = param(True, "a language with neither its own model nor the default scorer (`toxicity_languages`) "
+                                   "is scored by its word list (LDNOOBW, C4's rule), where one exists")
+    toxicity_languages: tuple[str, ...] = param(("en",), "languages the default scorer was trained on; it does not score "
+                                                         "others (the shipped classifier flags ordinary German text); "
+                                                         "empty = all")
 
 
 @dataclass(frozen=True)
@@ -28,9 +33,6 @@ class ToxicityFilterConfig:
     toxicity_threshold: float = param(0.5, "a line (or document) scoring at least this is toxic")
     toxicity_mode: Literal["lines", "document"] = param("lines", "lines: drop offending lines; document: drop the whole document")
     max_toxic_fraction: float = param(0.5, "lines mode: drop the document when more of its characters than this are toxic")
-    toxicity_languages: tuple[str, ...] = param(("en",), "languages the default scorer was trained on (its scores elsewhere "
-                                                         "are ignored: the shipped classifier flags ordinary German text); "
-                                                         "empty = all. Documents scored by a language model always count")
     language_thresholds: dict[str, float] = param({}, "per-language threshold, e.g. the one `toxicity_train` calibrated "
                                                       "for the language's model")
 
@@ -44,40 +46,55 @@ class ToxicityFilterConfig:
         return self.language_thresholds.get(lang, self.toxicity_threshold)
 
 
+UNSCORED = "none"  # the `toxicity_scorer` of a document no scorer covers (its scores are 0 and never count)
+
+
+def _scorer_for(code: str, cfg: ToxicityTagConfig, default: toxicity.LineScorer) -> toxicity.LineScorer | None:
+    """The language's trained model, else the default scorer where it knows the language, else the language's word list."""
+    if code in cfg.language_models:
+        return toxicity.TrainedScorer(cfg.language_models[code])
+    if not cfg.toxicity_languages or code in cfg.toxicity_languages:
+        return default
+    if cfg.word_lists and toxicity.has_word_list(code):
+        return toxicity.WordListScorer(code)
+    return None
+
+
 def _tag(texts: list[str], cfg: ToxicityTagConfig, lang: list[str]):
     default = toxicity.make_scorer(cfg.model_path, cfg.label)
-    scorers = {code: toxicity.TrainedScorer(path) for code, path in cfg.language_models.items()}
-    by_scorer: dict[str | None, list[int]] = {}  # language with its own model (None: the default scorer) -> rows
+    scorers = {code: s for code in sorted(set(lang)) if (s := _scorer_for(code, cfg, default))}
+    by_language: dict[str, list[int]] = {}
     for i, code in enumerate(lang):
-        by_scorer.setdefault(code if code in scorers else None, []).append(i)
+        by_language.setdefault(code, []).append(i)
     line_scores: list = [None] * len(texts)
-    for code, rows in by_scorer.items():
-        scored = toxicity.score_documents([texts[i] for i in rows], scorers[code] if code else default)
+    for code, rows in by_language.items():
+        docs = [texts[i] for i in rows]
+        scored = toxicity.score_documents(docs, scorers[code]) if code in scorers else \
+            [np.zeros(t.count("\n") + 1, dtype=np.float32) for t in docs]
         for i, scores in zip(rows, scored):
             line_scores[i] = scores
     doc_scores = [float(s.max()) if len(s) else 0.0 for s in line_scores]
     hist = np.histogram(doc_scores, bins=10, range=(0, 1))[0].tolist()
     columns = {"toxicity": pa.array(doc_scores, pa.float32()),
                "line_toxicity": pa.array([s.tolist() for s in line_scores], pa.list_(pa.float32())),
-               "toxicity_scorer": pa.array([scorers[code].name if code in scorers else default.name for code in lang])}
-    return columns, {"scorer": default.name, "language_models": {c: s.name for c, s in scorers.items()},
+               "toxicity_scorer": pa.array([scorers[code].name if code in scorers else UNSCORED for code in lang])}
+    return columns, {"scorer": default.name, "language_scorers": {c: s.name for c, s in sorted(scorers.items())},
+                     "unscored_documents": sum(code not in scorers for code in lang),
                      "score_histogram": {f"{i / 10:.1f}-{(i + 1) / 10:.1f}": n for i, n in enumerate(hist)}}
 
 
-def _applies(row: dict, cfg: ToxicityFilterConfig) -> bool:
-    """A language model's score always counts; the default scorer's only in the languages it knows."""
-    trained = row["toxicity_scorer"].startswith(toxicity.TrainedScorer.PREFIX)
-    return trained or not cfg.toxicity_languages or row["lang"] in cfg.toxicity_languages
+def _applies(row: dict) -> bool:
+    return row["toxicity_scorer"] != UNSCORED
 
 
 def _reject(row: dict, cfg: ToxicityFilterConfig) -> Rejection | None:
-    if cfg.toxicity_mode == "document" and _applies(row, cfg) and row["toxicity"] >= cfg.threshold(row["lang"]):
+    if cfg.toxicity_mode == "document" and _applies(row) and row["toxicity"] >= cfg.threshold(row["lang"]):
         return Rejection("toxicity", "toxicity:document", row["toxicity"])
     return None
 
 
 def _drop_toxic_lines(text: str, row: dict, cfg: ToxicityFilterConfig):
-    line_scores = (row["line_toxicity"] or []) if _applies(row, cfg) and cfg.toxicity_mode == "lines" else []
+    line_scores = (row["line_toxicity"] or []) if _applies(row) and cfg.toxicity_mode == "lines" else []
     lines = text.split("\n")
     bad = [i for i, s in enumerate(line_scores) if s >= cfg.threshold(row["lang"])]
     if bad:
@@ -89,11 +106,13 @@ def _drop_toxic_lines(text: str, row: dict, cfg: ToxicityFilterConfig):
 
 
 def _kept_languages_screened(lake, manifest: dict) -> CheckResult:
-    cfg = manifest["config"]
-    kept, tox = cfg["language_id"]["keep_languages"], cfg["toxicity_tags"]
-    if not tox["toxicity_languages"]:
+    kept = manifest["config"]["language_id"]["keep_languages"]
+    tag = lake.read_manifest("toxicity_tags", manifest["partition"])["config"]
+    if not tag["toxicity_languages"]:
         return CheckResult(True, {"unscreened": []})
-    screened = set(tox["toxicity_languages"]) | set(tox["language_thresholds"])
+    screened = set(tag["toxicity_languages"]) | set(tag["language_models"])
+    if tag["word_lists"]:
+        screened |= {code for code in kept if toxicity.has_word_list(code)}
     unscreened = sorted(set(kept) - screened) if kept else ["(every language but " + ", ".join(sorted(screened)) + ")"]
     return CheckResult(not unscreened, {"unscreened": unscreened},
                        f"kept without toxicity filtering: {unscreened}; train a model per language with "
@@ -111,6 +130,6 @@ TAGGER = Tagger(
     kept_summary=lambda rows: {"toxic_lines_removed": sum(r["toxic_lines_removed"] for r in rows)},
     kinds=("python", "parquet", "scikitlearn"),
     curated_checks=(Check("kept_languages_screened_for_toxicity", "Every kept language has a toxicity scorer (the default "
-                          "scorer's languages, or a trained model with its threshold); a warning names the rest.",
+                          "scorer's languages, a trained model, or a word list); a warning names the rest.",
                           _kept_languages_screened, blocking=False),),
 )
