@@ -1,8 +1,10 @@
 """Evaluate one checkpoint: perplexity / bits-per-byte, multiple choice, generation tasks, latency.
 
-Multiple choice is scored as lm-evaluation-harness does: the summed log-likelihood of
-each continuation " <choice>" after "Question: ...\\nAnswer:", `acc` picks the highest,
-`acc_norm` divides by the continuation's byte length. Generation uses the chat
+Multiple choice is scored exactly as lm-evaluation-harness's `hf` model does (a test runs
+lm-eval on the same items): the summed log-likelihood of each continuation " <choice>" after
+"Question: ...\\nAnswer:", with no BOS token (the project's one rule: nothing is ever prepended;
+pretraining windows are cut anywhere from the EOS-separated token stream), `acc` picks the
+highest, `acc_norm` divides by the choice's length in characters. Generation uses the chat
 template and greedy decoding, so results are deterministic; latency is measured
 separately and kept out of the deterministic results.
 """
@@ -57,20 +59,30 @@ def perplexity(model, tok, shards_dir: Path, max_windows: int = 64) -> dict:
 
 @torch.no_grad()
 def _continuation_logprob(model, tok, context: str, continuation: str) -> float:
+    """lm-eval's encoding: the pair is tokenized as one string and split where the context's own tokens
+    end (trailing context spaces move to the continuation); the input is cut from the left to the window."""
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
     ctx = tok(context, add_special_tokens=False)["input_ids"]
-    cont = tok(continuation, add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([[tok.eos_token_id] + ctx + cont])  # EOS as document start, as in pretraining
-    logp = F.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
-    start = len(ctx)  # position of the first continuation token minus one (the leading EOS shifts by one)
+    cont = whole[len(ctx):]
+    ids = (ctx + cont)[-(model.config.max_position_embeddings + 1):][:-1]
+    logp = F.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+    start = len(ids) - len(cont)  # the logits row that predicts the first continuation token
     return float(sum(logp[start + i, t] for i, t in enumerate(cont)))
+
+
+def choice_logprobs(model, tok, item: McItem) -> list[float]:
+    """Summed log-likelihood of each choice, as lm-eval's `hf` model computes it for a multiple_choice task."""
+    return [_continuation_logprob(model, tok, f"Question: {item.question}\nAnswer:", " " + c) for c in item.choices]
 
 
 def multiple_choice(model, tok, items: list[McItem]) -> dict[str, dict]:
     per_task = defaultdict(lambda: {"acc": [], "acc_norm": [], "choices": []})
     for item in items:
-        context = f"Question: {item.question}\nAnswer:"
-        scores = [_continuation_logprob(model, tok, context, " " + c) for c in item.choices]
-        norm = [s / max(len((" " + c).encode("utf-8")), 1) for s, c in zip(scores, item.choices)]
+        scores = choice_logprobs(model, tok, item)
+        norm = [s / max(len(c), 1) for s, c in zip(scores, item.choices)]
         t = per_task[item.task]
         t["acc"].append(float(np.argmax(scores) == item.gold))
         t["acc_norm"].append(float(np.argmax(norm) == item.gold))

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evaluation.contamination import contamination
 from evaluation.report import build_results, render_markdown, validate_results
-from evaluation.run import evaluate_checkpoint, is_refusal, multiple_choice
+from evaluation.run import choice_logprobs, evaluate_checkpoint, is_refusal, multiple_choice
 from evaluation.tasks import McItem, bundled_tasks, load_tasks
 from orchestration.defs.evaluation import evaluation_assets
 from orchestration.defs.training import training_assets
@@ -178,3 +178,31 @@ def test_safety_gate_never_lets_refusal_drop_and_allows_a_small_helpfulness_dip(
                            "aligned_model": {"score": 0.5, "refusal_rate": refusal, "helpfulness": helpfulness}}}
     verdict = gate.evaluate(lake, manifest)
     assert verdict.passed is passes and (passes or "worse than SFT" in verdict.message)
+
+
+def test_multiple_choice_equals_lm_evaluation_harness(models, tmp_path, monkeypatch):
+    """lm-eval's `hf` model on the same items, as a local task, gives our acc and acc_norm (no BOS, same split)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    mc = [m for m in bundled_tasks()[0] if m.task == bundled_tasks()[0][0].task]
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"question": m.question, "choices": m.choices, "gold": m.gold}) + "\n" for m in mc))
+    (tmp_path / "task.yaml").write_text(
+        "task: llmf_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: " + str(data) + "\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"Question: {{question}}\\nAnswer:\"\n"
+        "doc_to_choice: \"{{choices}}\"\ndoc_to_target: \"{{gold}}\"\ntarget_delimiter: \" \"\n"
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    ckpt = models.checkpoint_dir("aligned_model")
+    run = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={ckpt},dtype=float32", tasks=["llmf_mc"], device="cpu",
+                                  batch_size=1, log_samples=True, task_manager=TaskManager(include_path=str(tmp_path)))
+    model, tok = AutoModelForCausalLM.from_pretrained(ckpt).eval(), AutoTokenizer.from_pretrained(ckpt)
+    ours = multiple_choice(model, tok, mc)[mc[0].task]
+    theirs = run["results"]["llmf_mc"]
+    assert len(mc) >= 10
+    assert abs(theirs["acc,none"] - ours["acc,none"]) < 1e-4 and abs(theirs["acc_norm,none"] - ours["acc_norm,none"]) < 1e-4
+    for sample in run["samples"]["llmf_mc"]:  # every choice's log-likelihood, not just the argmax
+        lls = [float(r[0]) for r in sample["filtered_resps"]]
+        assert choice_logprobs(model, tok, mc[sample["doc_id"]]) == pytest.approx(lls, abs=1e-4)
