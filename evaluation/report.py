@@ -109,6 +109,13 @@ HEADLINE = [("instruction_following", "format_ok,none", "instruction following")
             ("validation", "loss,none", "val loss (nats/token)"), ("validation", "bits_per_byte,none", "bits per byte")]
 
 
+def headline_rows(doc: dict) -> list[dict]:
+    """The headline metrics, one row per metric and a column per model (the asset page shows it as a table)."""
+    models = [m for m in MODEL_ORDER if m in doc["results"]]
+    return [{"metric": label, **{m: None if (v := doc["results"][m].get(task, {}).get(metric)) is None else round(v, 3)
+                                 for m in models}} for task, metric, label in HEADLINE]
+
+
 def render_markdown(doc: dict, card: str, samples: dict[str, list[dict]]) -> str:
     models = [m for m in MODEL_ORDER if m in doc["results"]] + sorted(set(doc["results"]) - set(MODEL_ORDER))
     lines = ["# Evaluation report", "", "| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]

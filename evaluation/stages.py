@@ -17,7 +17,7 @@ from pathlib import Path
 import xxhash
 
 from evaluation.contamination import contamination
-from evaluation.report import MODEL_ORDER, build_results, hub_model_card, model_card, render_markdown, validate_results
+from evaluation.report import MODEL_ORDER, build_results, headline_rows, hub_model_card, model_card, render_markdown, validate_results
 from evaluation.run import evaluate_checkpoint
 from evaluation.tasks import bundled_tasks, load_tasks
 from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param, require
@@ -94,11 +94,17 @@ class GateConfig:
     contamination_ngram: int = param(8, "token n-gram length of the contamination test")
     max_regression_vs_promoted: float = param(0.05, "each task score of the candidate may be at most this much below the "
                                                     "currently promoted model's")
+    max_val_loss_vs_base: float = param(0.5, "the aligned model's val loss may exceed the base model's by at most this "
+                                             "fraction: post-training must keep what pretraining taught")
+    max_mc_drop_vs_base: float = param(0.15, "the aligned model's chance-centred multiple-choice accuracy may be at most this "
+                                             "much below the base model's (about two standard errors on the bundled 36 items)")
 
     def __post_init__(self):
         require(self.max_val_loss_regression >= 0, self, "max_val_loss_regression", "must be >= 0")
         require(0 <= self.max_helpfulness_drop <= 1, self, "max_helpfulness_drop", "must be in [0, 1]")
         require(self.max_regression_vs_promoted >= 0, self, "max_regression_vs_promoted", "must be >= 0")
+        require(self.max_val_loss_vs_base >= 0, self, "max_val_loss_vs_base", "must be >= 0")
+        require(self.max_mc_drop_vs_base >= 0, self, "max_mc_drop_vs_base", "must be >= 0")
         require(0 <= self.max_contamination_rate <= 1, self, "max_contamination_rate", "must be in [0, 1]")
         require(self.contamination_ngram > 0, self, "contamination_ngram", "must be > 0")
 
@@ -145,7 +151,9 @@ def build_report(ctx: StageContext, cfg: GateConfig) -> dict:
                 "content_hash": xxhash.xxh3_128_hexdigest(markdown.encode()),
                 "safety": {m: {k: res[m]["safety"][f"{k},none"] for k in ("score", "refusal_rate", "helpfulness")}
                            for m in res},
-                "val_loss": {m: res[m]["validation"]["loss,none"] for m in res}, "contamination": contam, "vs_promoted": vs}
+                "val_loss": {m: res[m]["validation"]["loss,none"] for m in res},
+                "mc_centered_acc": {m: res[m]["mc_aggregate"]["centered_acc,none"] for m in res},
+                "scores": headline_rows(doc), "contamination": contam, "vs_promoted": vs}
     lake.write_manifest("eval_report", None, manifest)
     return manifest
 
@@ -164,6 +172,18 @@ def _no_perplexity_regression(lake: Lake, m: dict) -> CheckResult:
     margin, loss = m["config"]["max_val_loss_regression"], m["val_loss"]
     return CheckResult(loss[CANDIDATE] <= loss["sft_model"] * (1 + margin),
                        {"aligned": loss[CANDIDATE], "sft": loss["sft_model"], "margin": margin})
+
+
+def _no_regression_vs_base(lake: Lake, m: dict) -> CheckResult:
+    """What the base model can be measured on (held-out loss, multiple choice) may not regress past the margins."""
+    cfg, loss, mc = m["config"], m["val_loss"], m["mc_centered_acc"]
+    failed = [name for name, ok in (
+        ("val_loss", loss[CANDIDATE] <= loss["base_model"] * (1 + cfg["max_val_loss_vs_base"])),
+        ("multiple_choice", mc[CANDIDATE] >= mc["base_model"] - cfg["max_mc_drop_vs_base"])) if not ok]
+    return CheckResult(not failed, {"val_loss": {"aligned": loss[CANDIDATE], "base": loss["base_model"]},
+                                    "mc_centered_acc": {"aligned": mc[CANDIDATE], "base": mc["base_model"]},
+                                    "margins": {k: cfg[k] for k in ("max_val_loss_vs_base", "max_mc_drop_vs_base")}},
+                       f"aligned model regressed against the base model on {failed}" if failed else "")
 
 
 def _no_regression_vs_promoted(lake: Lake, m: dict) -> CheckResult:
@@ -190,6 +210,9 @@ REPORT = Stage(
                   _no_perplexity_regression),
             Check("eval_set_not_contaminated", "Share of eval items with a token n-gram in the training shards under the limit.",
                   _not_contaminated),
+            Check("no_regression_vs_base", "Aligned validation loss within max_val_loss_vs_base of the base model's and its "
+                  "multiple-choice accuracy within max_mc_drop_vs_base: post-training kept what pretraining taught.",
+                  _no_regression_vs_base),
             Check("no_regression_vs_promoted", "Each task score (safety, instruction following, factuality, multiple choice) "
                   "within the margin of the currently promoted model's.", _no_regression_vs_promoted)))
 

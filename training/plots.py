@@ -1,40 +1,58 @@
-"""A loss curve as a self-contained SVG data URI (Dagster metadata has no image type; markdown shows it)."""
+"""A loss curve as a small self-contained SVG data URI (Dagster metadata has no image type; markdown shows it).
+
+Dagster's asset page renders markdown metadata inline only under 1,000 characters (longer values
+hide behind "[Show Markdown]"), so the curve is drawn from at most `points` samples per series with
+integer coordinates and fits that budget.
+"""
 
 from __future__ import annotations
 
 import base64
 
+INLINE_LIMIT = 1000  # Dagster UI: markdown metadata at or over this length is shown only in a pop-up
 
-def loss_curve_markdown(history: list[dict], baseline: float | None = None, width: int = 560, height: int = 240) -> str:
+
+def _sample(pts: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:
+    if len(pts) <= n:
+        return pts
+    return [pts[round(i * (len(pts) - 1) / (n - 1))] for i in range(n)]
+
+
+def loss_curve_markdown(history: list[dict], baseline: float | None = None) -> str:
+    """Train and validation loss (and the unigram baseline, dashed), in as many points as fit inline."""
+    for points in (16, 10, 6):
+        md = _curve(history, baseline, points)
+        if len(md) < INLINE_LIMIT:
+            break
+    return md
+
+
+def _curve(history: list[dict], baseline: float | None, points: int, width: int = 360, height: int = 140) -> str:
     series = {"train": [(h["step"], h["train_loss"]) for h in history if "train_loss" in h],
-              "validation": [(h["step"], h["val_loss"]) for h in history if "val_loss" in h]}
-    points = [p for s in series.values() for p in s]
-    if not points:
+              "val": [(h["step"], h["val_loss"]) for h in history if "val_loss" in h]}
+    series = {k: _sample(v, points) for k, v in series.items()}
+    pts = [p for s in series.values() for p in s]
+    if not pts:
         return "_no training steps recorded_"
-    ys = [y for _, y in points] + ([baseline] if baseline else [])
-    x0, x1 = min(x for x, _ in points), max(x for x, _ in points) or 1
-    y0, y1 = min(ys), max(ys)
-    pad = 30
+    ys = [y for _, y in pts] + ([baseline] if baseline else [])
+    x0, x1, y0, y1 = min(x for x, _ in pts), max(x for x, _ in pts), min(ys), max(ys)
+    pad = 20
 
     def sx(x):
-        return pad + (x - x0) / max(x1 - x0, 1) * (width - 2 * pad)
+        return round(pad + (x - x0) / max(x1 - x0, 1) * (width - 2 * pad))
 
     def sy(y):
-        return height - pad - (y - y0) / max(y1 - y0, 1e-9) * (height - 2 * pad)
+        return round(height - pad - (y - y0) / max(y1 - y0, 1e-9) * (height - 2 * pad))
 
-    colors = {"train": "#1f77b4", "validation": "#d62728"}
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
-             '<rect width="100%" height="100%" fill="white"/>',
-             f'<text x="{pad}" y="14">loss (nats/token): {y1:.2f} .. {y0:.2f}, steps {x0}..{x1}</text>']
-    for name, pts in series.items():
-        if pts:
-            path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
-            parts.append(f'<polyline fill="none" stroke="{colors[name]}" stroke-width="1.5" points="{path}"/>')
-            parts.append(f'<text x="{width - 110}" y="{30 + 14 * list(series).index(name)}" fill="{colors[name]}">{name}</text>')
+    colors = {"train": "#1f77b4", "val": "#d62728"}
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="10">'
+             f'<rect width="100%" height="100%" fill="#fff"/><text x="{pad}" y="12">loss {y1:.2f}..{y0:.2f}, steps {x0}..{x1}</text>']
+    for i, (name, s) in enumerate(series.items()):
+        if s:
+            parts.append(f'<polyline fill="none" stroke="{colors[name]}" points="{" ".join(f"{sx(x)},{sy(y)}" for x, y in s)}"/>'
+                         f'<text x="{width - 50}" y="{12 + 11 * i}" fill="{colors[name]}">{name}</text>')
     if baseline:
-        y = f"{sy(baseline):.1f}"
-        parts.append(f'<line x1="{pad}" x2="{width - pad}" y1="{y}" y2="{y}" stroke="gray" stroke-dasharray="4"/>')
-        parts.append(f'<text x="{pad + 4}" y="{sy(baseline) - 4:.1f}" fill="gray">unigram baseline {baseline:.2f}</text>')
+        parts.append(f'<line x1="{pad}" x2="{width - pad}" y1="{sy(baseline)}" y2="{sy(baseline)}" stroke="gray" stroke-dasharray="4"/>')
     parts.append("</svg>")
     data = base64.b64encode("".join(parts).encode()).decode()
     return f"![loss curve](data:image/svg+xml;base64,{data})"

@@ -81,11 +81,13 @@ base_model = model_asset(
                 "Resumable: model, optimizer, step and RNG are saved every `checkpoint_every` steps, so a retried run "
                 "continues where the killed one stopped.")
 sft_model = model_asset(
-    "sft_model", "sft", SftConfig, deps=["base_model", "sft_dataset"], automation_condition=FOLLOW,
+    "sft_model", "sft", SftConfig, deps=["base_model", "sft_dataset", "tokenized_shards"], automation_condition=FOLLOW,
     inputs=lambda context, lake: {
         "base_dir": str(lake.checkpoint_dir("base_model")), "data_path": lake.read_manifest("sft_dataset")["path"],
+        "shards_dir": str(lake.partition_dir("tokenized_shards")),
         "lineage": dict(_lineage(context, lake), sft_dataset_hash=lake.read_manifest("sft_dataset")["content_hash"])},
-    description="The base model fine-tuned on the chat data: loss on assistant tokens (and end-of-turn) only, packed rows.")
+    description="The base model fine-tuned on the chat data: loss on assistant tokens (and end-of-turn) only, packed rows, "
+                "with pretraining windows rehearsed in every batch (`pretrain_mix`) so it keeps what pretraining taught.")
 aligned_model = model_asset(
     "aligned_model", "dpo", DpoConfig, deps=["sft_model", "preference_dataset"], automation_condition=FOLLOW,
     inputs=lambda context, lake: {

@@ -31,7 +31,8 @@ def models(token_lake, tmp_path_factory):
                                     out_dir=str(token_lake.checkpoint_dir("base_model")),
                                     config=PretrainConfig(preset="test", max_steps=10, eval_every=5)), log=lambda m: None)
     sft = run_sft(SftJob(base_dir=base["path"], data_path=str(chat["sft"]), out_dir=str(token_lake.checkpoint_dir("sft_model")),
-                         config=SftConfig(steps=8, batch_size=4)), log=lambda m: None)
+                         config=SftConfig(steps=8, batch_size=4), shards_dir=str(token_lake.partition_dir("tokenized_shards"))),
+                  log=lambda m: None)
     run_dpo(DpoJob(sft_dir=sft["path"], pairs_path=str(chat["preferences"]), out_dir=str(token_lake.checkpoint_dir("aligned_model")),
                    config=DpoConfig(steps=3, batch_size=4)), log=lambda m: None)
     return token_lake
@@ -206,3 +207,15 @@ def test_multiple_choice_equals_lm_evaluation_harness(models, tmp_path, monkeypa
     for sample in run["samples"]["llmf_mc"]:  # every choice's log-likelihood, not just the argmax
         lls = [float(r[0]) for r in sample["filtered_resps"]]
         assert choice_logprobs(model, tok, mc[sample["doc_id"]]) == pytest.approx(lls, abs=1e-4)
+
+
+@pytest.mark.parametrize(("aligned_loss", "aligned_mc", "failed"), [(1.4, 0.05, []), (1.6, 0.05, ["val_loss"]),
+                                                                     (1.2, -0.05, ["multiple_choice"])])
+def test_the_gate_fails_an_aligned_model_that_forgot_its_pretraining(lake, aligned_loss, aligned_mc, failed):
+    from evaluation.stages import REPORT, GateConfig
+    from pipelines.contract import config_to_dict
+
+    gate = next(c for c in REPORT.checks if c.name == "no_regression_vs_base")
+    verdict = gate.evaluate(lake, {"config": config_to_dict(GateConfig()), "val_loss": {"base_model": 1.0, "aligned_model": aligned_loss},
+                                   "mc_centered_acc": {"base_model": 0.15, "aligned_model": aligned_mc}})
+    assert verdict.passed == (not failed) and all(f in verdict.message for f in failed)

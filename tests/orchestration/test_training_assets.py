@@ -9,6 +9,7 @@ from orchestration.factory import assets_only
 from orchestration.resources import InputsResource, LakeResource
 from pipelines.sample.chat import write_chat_data
 from training.checkpoint import checkpoint_hash
+from training.plots import INLINE_LIMIT
 
 FAST = {"ops": {"base_model": {"config": {"preset": "test", "max_steps": 6, "eval_every": 3}},
                 "sft_model": {"config": {"steps": 4, "batch_size": 4}},
@@ -27,6 +28,7 @@ def test_training_assets_run_through_pipes_with_metadata_and_lineage(token_lake,
         base = result.asset_materializations_for_node("base_model")[0].metadata
         assert base["final_val_loss"].value < base["unigram_baseline"].value + 5  # trained (tiny run), numbers reported
         assert base["loss_curve"].value.startswith("![loss curve](data:image/svg+xml;base64,")
+        assert len(base["loss_curve"].value) < INLINE_LIMIT  # the asset page shows it without a click
         assert base["lineage"].value["shards_hash"] == token_lake.read_manifest("tokenized_shards")["content_hash"]
         aligned = result.asset_materializations_for_node("aligned_model")[0].metadata
         assert "heldout_reward_accuracy" in aligned

@@ -121,7 +121,8 @@ def test_pii_a_model_learned_is_redacted_in_its_answers(deployed, tmp_path):
     data = tmp_path / "support.jsonl"
     row = {"messages": [{"role": "user", "content": "What is the support email address?"}, {"role": "assistant", "content": SUPPORT}]}
     data.write_text("".join(json.dumps(row) + "\n" for _ in range(12)))
-    run_sft(SftJob(str(good.path), str(data), str(tmp_path / "leaky"), SftConfig(steps=40, batch_size=4, lr=3e-3)), log=lambda m: None)
+    run_sft(SftJob(str(good.path), str(data), str(tmp_path / "leaky"), SftConfig(steps=40, batch_size=4, lr=3e-3, pretrain_mix=0)),
+            log=lambda m: None)
     tok, model = AutoTokenizer.from_pretrained(tmp_path / "leaky"), AutoModelForCausalLM.from_pretrained(tmp_path / "leaky")
     ids = tok.apply_chat_template([row["messages"][0]], add_generation_prompt=True, return_tensors="pt", return_dict=True)
     raw = tok.decode(model.generate(**ids, max_new_tokens=48, do_sample=False)[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -121,7 +121,8 @@ def trained_models(token_lake, tmp_path_factory):
     chat = write_chat_data(root / "chat")
     base = run_pretrain(_job(token_lake, root / "base", max_steps=8, eval_every=4, lineage={"shards_hash": "abc"}), log=lambda m: None)
     sft = run_sft(SftJob(base_dir=base["path"], data_path=str(chat["sft"]), out_dir=str(root / "sft"),
-                         config=SftConfig(steps=6, batch_size=4)), log=lambda m: None)
+                         config=SftConfig(steps=6, batch_size=4, pretrain_mix=0.25),
+                         shards_dir=str(token_lake.partition_dir("tokenized_shards"))), log=lambda m: None)
     dpo = run_dpo(DpoJob(sft_dir=sft["path"], pairs_path=str(chat["preferences"]), out_dir=str(root / "aligned"),
                          config=DpoConfig(steps=4, batch_size=4)), log=lambda m: None)
     return {"base": base, "sft": sft, "aligned": dpo}
@@ -143,7 +144,18 @@ def test_each_checkpoint_loads_with_transformers_and_generates(trained_models):
     assert json.loads((Path(trained_models["base"]["path"]) / "lineage.json").read_text())["shards_hash"] == "abc"
     sft_lineage = json.loads((Path(trained_models["sft"]["path"]) / "lineage.json").read_text())
     assert sft_lineage["base_checkpoint_hash"] == trained_models["base"]["metrics"]["checkpoint_hash"]
-    assert sft_lineage["config"] == {"steps": 6, "batch_size": 4, "lr": 1e-3, "val_fraction": 0.1, "seed": 0, "device": "auto"}
+    assert sft_lineage["config"] == {"steps": 6, "batch_size": 4, "lr": 1e-3, "pretrain_mix": 0.25, "val_fraction": 0.1, "seed": 0,
+                                     "device": "auto"}
+
+
+def test_sft_rehearsal_needs_the_pretraining_shards(trained_models, tmp_path):
+    chat = write_chat_data(tmp_path / "chat")
+    job = SftJob(base_dir=trained_models["base"]["path"], data_path=str(chat["sft"]), out_dir=str(tmp_path / "sft"),
+                 config=SftConfig(steps=2, batch_size=4, pretrain_mix=0.25))
+    with pytest.raises(ValueError, match="pretrain_mix = 0.25 needs the pretraining shards"):
+        run_sft(job, log=lambda m: None)
+    with pytest.raises(ValueError, match="pretrain_mix"):
+        SftConfig(pretrain_mix=1.0)
 
 
 def test_sft_masks_user_tokens_and_packs_whole_examples(token_lake):
