@@ -9,7 +9,7 @@ Decontamination against evaluation prompts happens once, when the dataset is bui
 
 A share of every batch (`pretrain_mix`) is pretraining windows with the full language-model
 loss (rehearsal, as InstructGPT's PPO-ptx mixes pretraining gradients): a small model fine-tuned
-on chat alone forgets its pretraining (demo: validation loss 1.09 -> 5.20).
+on chat alone forgets its pretraining (demo: validation loss 0.75 -> 4.69; with rehearsal 0.80).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def run_sft(job: SftJob, log=print) -> dict:
                            weight_decay=0.0, eval_every=max(1, c.steps // 6), log_every=max(1, c.steps // 12),
                            checkpoint_every=max(1, c.steps // 4), seed=c.seed, device=c.device)
 
-    replay_rows = math.ceil(c.batch_size * c.pretrain_mix)  # any mix > 0 rehearses at least one row
+    replay_rows = min(math.ceil(c.batch_size * c.pretrain_mix), c.batch_size - 1)  # > 0 rehearses a row, keeps one chat row
     if replay_rows and not job.shards_dir:
         raise ValueError(f"SftConfig.pretrain_mix = {c.pretrain_mix} needs the pretraining shards: set the job's shards_dir "
                          "(the sft_model asset passes tokenized_shards), or set pretrain_mix to 0")

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from pipelines.contract import Check, CheckResult, param, require
+from pipelines.contract import Check, CheckResult, config_to_dict, param, require
 from pipelines.curation import toxicity
 from pipelines.curation.tagger import Rejection, Tagger
 
@@ -107,7 +107,8 @@ def _drop_toxic_lines(text: str, row: dict, cfg: ToxicityFilterConfig):
 
 def _kept_languages_screened(lake, manifest: dict) -> CheckResult:
     kept = manifest["config"]["language_id"]["keep_languages"]
-    tag = lake.read_manifest("toxicity_tags", manifest["partition"])["config"]
+    # tags written before word lists existed lack the newer keys (and were scored without word lists)
+    tag = config_to_dict(ToxicityTagConfig(word_lists=False)) | lake.read_manifest("toxicity_tags", manifest["partition"])["config"]
     if not tag["toxicity_languages"]:
         return CheckResult(True, {"unscreened": []})
     screened = set(tag["toxicity_languages"]) | set(tag["language_models"])
