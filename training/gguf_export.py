@@ -44,11 +44,6 @@ def rope_permute(weight: np.ndarray, n_heads: int) -> np.ndarray:
     return weight.reshape(n_heads, 2, head_dim // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def rope_unpermute(weight: np.ndarray, n_heads: int) -> np.ndarray:
-    head_dim = weight.shape[0] // n_heads
-    return weight.reshape(n_heads, head_dim // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
-
-
 def gguf_tensors(checkpoint: Path, config: dict) -> dict[str, np.ndarray]:
     """GGUF tensor name -> array (float32), Q/K permuted for GGML's RoPE."""
     from safetensors.numpy import load_file

@@ -37,14 +37,13 @@ def _lineage(context: dg.AssetExecutionContext, lake: Lake) -> dict:
 
 
 def model_asset(name: str, cli_stage: str, config_cls: type, inputs: Callable[[dg.AssetExecutionContext, Lake], dict],
-                deps: list, automation_condition: dg.AutomationCondition, description: str,
-                freshness_policy: dg.FreshnessPolicy = WEEKLY_FRESHNESS) -> dg.AssetsDefinition:
+                deps: list, automation_condition: dg.AutomationCondition, description: str) -> dg.AssetsDefinition:
     """An asset that writes the training job (paths + config + lineage) and runs `training.cli <cli_stage>` on it."""
     config_type = dagster_config(config_cls)
 
     @dg.asset(name=name, deps=deps, kinds={"pytorch", "huggingface"}, pool="training", group_name="training", owners=OWNERS,
               tags={"stage": "training"}, code_version=CODE_VERSION, automation_condition=automation_condition,
-              description=description, freshness_policy=freshness_policy)
+              description=description, freshness_policy=WEEKLY_FRESHNESS)
     def model(context: dg.AssetExecutionContext, config: config_type, lake: LakeResource,
               pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
         for restored in lake.lake.recover():

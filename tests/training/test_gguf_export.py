@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.gguf_export import export_gguf, rope_permute, rope_unpermute
+from training.gguf_export import export_gguf, rope_permute
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +94,14 @@ def test_gguf_logits_equal_transformers_and_metadata_names_the_tokenizer(checkpo
     assert not list(tmp_path.glob(".*.tmp"))  # written under a temporary name, then renamed
 
 
+def _rope_unpermute(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    head_dim = weight.shape[0] // n_heads
+    return weight.reshape(n_heads, head_dim // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
 def test_rope_permutation_is_inverted_exactly():
     w = np.arange(8 * 16 * 3, dtype=np.float32).reshape(8 * 16, 3)
-    assert np.array_equal(rope_unpermute(rope_permute(w, 8), 8), w)
+    assert np.array_equal(_rope_unpermute(rope_permute(w, 8), 8), w)
     head = rope_permute(np.arange(8, dtype=np.float32)[:, None], 1)[:, 0]
     assert head.tolist() == [0, 4, 1, 5, 2, 6, 3, 7]  # rotate-half pairs (i, i + d/2) become neighbours
 
