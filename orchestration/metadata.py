@@ -108,7 +108,7 @@ def manifest_metadata(manifest: dict) -> dict:
     elif "rows" in manifest:
         meta["rows"] = dg.MetadataValue.int(manifest["rows"])
     if "seconds" in manifest:
-        meta["seconds"] = dg.MetadataValue.float(manifest["seconds"])
+        meta["seconds"] = dg.MetadataValue.float(rounded(manifest["seconds"]))
     if manifest.get("reasons"):
         meta["drop_reasons"] = counts_table(manifest["reasons"], "reason")
     for key, v in manifest.items():

@@ -15,7 +15,7 @@ import traceback
 from contextlib import nullcontext
 from pathlib import Path
 
-from pipelines.contract import config_from_dict
+from pipelines.contract import config_from_dict, rounded
 from training.dpo import DpoJob, run_dpo
 from training.plots import loss_curve_markdown
 from training.pretrain import PretrainJob, run_pretrain
@@ -53,8 +53,8 @@ def _metadata(stage: str, result: dict) -> dict:
     meta = {"checkpoint": {"raw_value": result["path"], "type": "path"},
             "loss_curve": {"raw_value": loss_curve_markdown(result["history"], m.get("unigram_baseline")), "type": "md"}}
     for k, v in m.items():
-        if isinstance(v, (int, float)) and v is not None:
-            meta[k] = {"raw_value": v, "type": "int" if isinstance(v, int) else "float"}
+        if isinstance(v, (int, float)):
+            meta[k] = {"raw_value": rounded(v), "type": "int" if isinstance(v, int) else "float"}
     lineage = json.loads(Path(result["path"], "lineage.json").read_text())
     summary = {k: lineage.get(k) for k in ("stage", "shards_hash", "mixture_weights", "tokenizer_hash", "base_checkpoint_hash",
                                            "reference_checkpoint_hash", "upstream") if lineage.get(k) is not None}

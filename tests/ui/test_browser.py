@@ -1,8 +1,10 @@
 """Headless browser test of the Dagster web UI (part of `make test`, which installs Debian's chromium).
 
-Starts `dagster dev` (webserver + daemon) on 127.0.0.1 over a small generated sample,
-opens the asset catalog in headless Chromium, checks the key assets render, launches a
-materialization through GraphQL and waits for it to succeed.
+Materializes the whole graph (tiny presets) on a small generated sample into a Dagster
+instance, starts `dagster dev` (webserver + daemon) on 127.0.0.1 over it, opens the asset
+catalog in headless Chromium, checks the key assets render, that the model and report pages
+show the loss curve and the scores without a click, launches a materialization through
+GraphQL and waits for it to succeed.
 """
 
 import os
@@ -20,6 +22,11 @@ import pytest
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 KEY_ASSETS = ("raw_crawl", "curated_web", "tokenized_shards", "base_model", "aligned_model", "eval_report")
+TINY = {"tokenizer": {"vocab_size": 600, "model_max_length": 64}, "tokenized_shards": {"val_fraction": 0.1, "shard_tokens": 4000},
+        "base_model": {"preset": "test", "max_steps": 6, "eval_every": 3}, "sft_model": {"steps": 4, "batch_size": 4},
+        "aligned_model": {"steps": 3, "batch_size": 4},
+        "eval_report": {"max_contamination_rate": 1.0},  # a 40-page sample repeats the eval set's city names
+        **{f"{m}_eval": {"max_generation_items": 8, "max_mc_items": 6} for m in ("base_model", "sft_model", "aligned_model")}}
 
 
 def _free_port() -> int:
@@ -33,13 +40,14 @@ def dagster_dev(tmp_path_factory):
     from pipelines.sample import generate_sample
 
     root = tmp_path_factory.mktemp("ui")
-    generate_sample(root / "sample", n_files=1, pages_per_file=20)
+    generate_sample(root / "sample", n_files=1, pages_per_file=40)
     home = root / "home"
     home.mkdir()
     shutil.copy("dagster.yaml", home / "dagster.yaml")
     port = _free_port()
     env = dict(os.environ, DAGSTER_HOME=str(home), LAKE_DIR=str(root / "lake"), CRAWL_DIR=str(root / "sample" / "crawl"),
                SOURCES_DIR=str(root / "sample" / "sources"), CHAT_DIR=str(root / "sample" / "chat"))
+    _materialize_everything(home, root)
     log = open(root / "dagster.log", "w")  # noqa: SIM115 (the server writes to it until teardown closes it)
     proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -60,6 +68,33 @@ def dagster_dev(tmp_path_factory):
         proc.wait(30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _materialize_everything(home: Path, root: Path) -> None:
+    """Crawl partition -> eval report into the instance the server will show (in process, tiny presets)."""
+    import dagster as dg
+
+    from orchestration.defs.curation import curation_assets
+    from orchestration.defs.evaluation import evaluation_assets
+    from orchestration.defs.ingest import raw_crawl_defs, source_defs
+    from orchestration.defs.tokens import token_assets
+    from orchestration.defs.training import training_assets
+    from orchestration.factory import assets_only
+    from orchestration.partitions import crawl_files
+    from orchestration.resources import InputsResource, LakeResource
+
+    resources = {"lake": LakeResource(root=str(root / "lake")), "pipes_subprocess_client": dg.PipesSubprocessClient(),
+                 "inputs": InputsResource(crawl_dir=str(root / "sample" / "crawl"), sources_dir=str(root / "sample" / "sources"),
+                                          chat_dir=str(root / "sample" / "chat"))}
+    key = sorted(p.name for p in (root / "sample" / "crawl").iterdir())[0]
+    everything = [*raw_crawl_defs, *curation_assets, *source_defs, *token_assets, *training_assets, *evaluation_assets]
+    run_config = {"ops": {name: {"config": config} for name, config in TINY.items()}}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions(crawl_files.name, [key])
+        assert dg.materialize([*raw_crawl_defs, *curation_assets], partition_key=key, instance=instance, resources=resources).success
+        rest = assets_only([*source_defs, *token_assets, *training_assets, *evaluation_assets])
+        dg.materialize(everything, selection=rest, instance=instance, resources=resources, run_config=run_config,
+                       raise_on_error=False)  # a tiny model may fail a promotion gate; the pages show that too
 
 
 def test_webserver_binds_to_loopback_only(dagster_dev):
@@ -90,6 +125,27 @@ def test_asset_catalog_renders_and_a_materialization_succeeds(dagster_dev, tmp_p
             page.goto(f"{dagster_dev['url']}/assets/{name}", wait_until="domcontentloaded", timeout=120_000)
             page.get_by_text(name, exact=True).first.wait_for(timeout=120_000)
         page.screenshot(path=str(tmp_path / "asset.png"))
+        browser.close()
+
+
+def test_model_and_report_pages_show_the_loss_curve_and_scores_without_a_click(dagster_dev, tmp_path):
+    """The answers are on the page: an <img> of the loss curve on the model page, the score table on the report page."""
+    from playwright.sync_api import sync_playwright
+
+    shots = Path(os.environ.get("UI_SCREENSHOTS", tmp_path))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1600, "height": 2400})
+        page.goto(f"{dagster_dev['url']}/assets/aligned_model", wait_until="domcontentloaded", timeout=120_000)
+        curve = page.locator("img[alt='loss curve']").first
+        curve.wait_for(timeout=120_000)
+        assert curve.evaluate("img => img.complete && img.naturalWidth > 0")  # the SVG decoded and drew
+        page.screenshot(path=str(shots / "aligned_model.png"), full_page=True)
+        page.goto(f"{dagster_dev['url']}/assets/eval_report", wait_until="domcontentloaded", timeout=120_000)
+        page.get_by_text("instruction following", exact=True).first.wait_for(timeout=120_000)
+        for model in ("base_model", "sft_model", "aligned_model"):
+            assert page.get_by_text(model, exact=True).count() >= 1
+        page.screenshot(path=str(shots / "eval_report.png"), full_page=True)
         browser.close()
 
     from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
