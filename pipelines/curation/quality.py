@@ -17,6 +17,9 @@ from pipelines.contract import param
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _TERMINAL = (".", "!", "?", '"', "'", "”", "’", "…", "。", "！", "？")
+# MediaWiki's language-converter markup (`-{km}-`: "do not transliterate") survives in text taken from
+# sr/zh/kk/uz wikis; it is not code, so C4's curly-bracket rule looks past it.
+_CONVERTER_MARKUP = re.compile(r"-\{[^{}\n]*\}-")
 _BULLETS = ("•", "●", "○", "■", "□", "▪", "▫", "–", "-", "*", "·", "➢", "►", "→")
 # Gopher's rule counts English stop words; we include the commonest function words of
 # the other main languages so the rule does not reject every non-English page. Documents in
@@ -152,7 +155,7 @@ def quality_metrics(text: str, short_line_chars: int = 30, lang: str | None = No
         "char_dup_ratio": dup_line_chars,
         "newline_word_ratio": text.count("\n") / max(n_words, 1),
         "lorem_ipsum": float("lorem ipsum" in text.lower()),
-        "curly_bracket": float("{" in text),
+        "curly_bracket": float("{" in text and "{" in _CONVERTER_MARKUP.sub("", text)),
         "javascript_lines": sum("javascript" in x.lower() for x in lines) / n_lines,
     }
     for n in (2, 3, 4):

@@ -88,6 +88,7 @@ def _article(seed=0):
     ("lorem ipsum dolor sit amet. " * 20, "c4:lorem_ipsum"),
     ("\n".join(f"{i} apples" for i in range(80)), "fineweb:line_punct_ratio"),
     ("# " * 60 + "the and of to be that have with " * 10, "gopher_quality:symbol_word_ratio"),
+    (_article() + "\nfunction show() { return -{x}-; }", "c4:curly_bracket"),  # code, even beside converter markup
 ])
 def test_quality_rules_name_their_reason(text, reason):
     assert reason in quality_failures(quality_metrics(text))
@@ -103,6 +104,8 @@ def test_quality_passes_real_text_and_handles_edge_cases():
                                 max_char_dup_ratio=1, max_top_2gram_frac=1, max_top_3gram_frac=1, max_top_4gram_frac=1,
                                 **{f"max_dup_{n}gram_frac": 1 for n in range(5, 11)})
     assert quality_failures(m, relaxed) == []
+    wiki = _article(3).replace(" the ", " 48 -{km}- the ", 3)  # MediaWiki converter markup from sr/zh wikis is not code
+    assert quality_metrics(wiki)["curly_bracket"] == 0
     mixed = _article(2) + "\nDie Stadtverwaltung hat einen Bericht vorgelegt. Le conseil a voté."
     assert not np.isnan(list(quality_metrics(mixed).values())).any()
 
