@@ -19,10 +19,11 @@ from pipelines.contract import config_from_dict, rounded
 from training.dpo import DpoJob, run_dpo
 from training.plots import loss_curve_markdown
 from training.pretrain import PretrainJob, run_pretrain
+from training.reward import RewardJob, run_reward
 from training.sft import SftJob, run_sft
 
-JOBS = {"pretrain": PretrainJob, "sft": SftJob, "dpo": DpoJob}
-RUNS = {"pretrain": run_pretrain, "sft": run_sft, "dpo": run_dpo}
+JOBS = {"pretrain": PretrainJob, "sft": SftJob, "dpo": DpoJob, "reward": RewardJob}
+RUNS = {"pretrain": run_pretrain, "sft": run_sft, "dpo": run_dpo, "reward": run_reward}
 
 
 def _distributed():
@@ -55,6 +56,9 @@ def _metadata(stage: str, result: dict) -> dict:
     for k, v in m.items():
         if isinstance(v, (int, float)):
             meta[k] = {"raw_value": rounded(v), "type": "int" if isinstance(v, int) else "float"}
+    if result.get("calibration"):  # reward model: predicted win probability vs how often it held, on held-out pairs
+        columns = [{"name": k, "type": "string" if k == "bin" else "float"} for k in result["calibration"][0]]
+        meta["calibration"] = {"raw_value": {"records": result["calibration"], "schema": columns}, "type": "table"}
     lineage = json.loads(Path(result["path"], "lineage.json").read_text())
     summary = {k: lineage.get(k) for k in ("stage", "shards_hash", "mixture_weights", "tokenizer_hash", "base_checkpoint_hash",
                                            "reference_checkpoint_hash", "upstream") if lineage.get(k) is not None}
@@ -66,7 +70,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=sorted(JOBS))
     parser.add_argument("--config", required=True, help="JSON file with the job's fields: paths, `config` "
-                                                          "(PretrainConfig / SftConfig / DpoConfig fields), `lineage`")
+                                                          "(PretrainConfig / SftConfig / DpoConfig / RewardConfig fields), `lineage`")
     parser.add_argument("--error-file", help="on failure, write the error here (the Dagster asset shows it in the run's failure)")
     args = parser.parse_args(argv)
     try:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 from pipelines.contract import Stage, StageContext, config_to_dict, param, require
 from pipelines.jsonl import load_jsonl, read_valid_rows, requires
@@ -155,3 +158,17 @@ SFT_DATASET = Stage(
 PREFERENCE_DATASET = Stage(
     name="preference_dataset", config=PreferenceDataConfig, run=build_preference_dataset, inputs=("sft_model",), reads_inputs=True,
     description="Preference pairs (prompt, chosen, rejected) for DPO, decontaminated against the evaluation prompts.")
+
+
+def split_by_prompt(pairs: list[tuple[str, Any]], val_fraction: float, seed: int) -> tuple[list, list]:
+    """Held-out and training items of (prompt, item) pairs, each prompt wholly on one side: a prompt ranked
+    more than once (two rejected answers) would otherwise let held-out accuracy measure memory, not generalisation."""
+    prompts = sorted({p for p, _ in pairs})
+    per_prompt = Counter(p for p, _ in pairs)
+    want, held, n_held = max(1, round(len(pairs) * val_fraction)), set(), 0
+    for i in np.random.default_rng(seed).permutation(len(prompts)):
+        if n_held >= want or len(held) == len(prompts) - 1:
+            break
+        held.add(prompts[i])
+        n_held += per_prompt[prompts[i]]
+    return [e for p, e in pairs if p in held], [e for p, e in pairs if p not in held]

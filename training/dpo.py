@@ -27,7 +27,7 @@ from pipelines.contract import config_to_dict, param, require
 from pipelines.jsonl import read_valid_rows
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
-from training.datasets import pair_problem
+from training.datasets import pair_problem, split_by_prompt
 from training.sft import encode_conversation
 
 
@@ -48,6 +48,25 @@ def rpo_loss(pc, pr, rc, rr, n_chosen: torch.Tensor, beta: float, alpha: float) 
     chosen_nll = -(pc / n_chosen.clamp(min=1)).mean()
     metrics["nll/chosen"] = float(chosen_nll.detach())
     return loss + alpha * chosen_nll, metrics
+
+
+def load_pairs(tok, path: str, max_len: int, val_fraction: float, seed: int) -> tuple[list, list, int]:
+    """Held-out and training pairs, encoded (whole prompts on one side), and how many were longer than the context."""
+    raw, problems = read_valid_rows(Path(path), pair_problem)
+    if problems:
+        raise ValueError(f"{path}: preference pairs have invalid rows (build them with the preference_dataset stage): "
+                         + "; ".join(problems[:5]))
+    encoded = [(r["prompt"], e) for r in raw if (e := encode_pair(tok, r, max_len))]
+    if len(encoded) < 2:
+        raise ValueError(f"{path}: {len(encoded)} of {len(raw)} pairs fit the model's {max_len}-token context; at least 2 are needed")
+    return *split_by_prompt(encoded, val_fraction, seed), len(raw) - len(encoded)
+
+
+def pair_training(model, c) -> tuple[loop.TrainConfig, torch.optim.Optimizer]:
+    """The schedule and optimizer of a fixed-step run over pairs (`c` has steps, batch_size, lr, seed, device)."""
+    cfg = loop.TrainConfig(max_steps=c.steps, batch_size=c.batch_size, lr=c.lr, warmup_steps=max(1, c.steps // 10),
+                           weight_decay=0.0, seed=c.seed, device=c.device)
+    return cfg, torch.optim.AdamW(loop.param_groups(model, 0.0), lr=c.lr, betas=cfg.betas)
 
 
 def encode_pair(tok, pair: dict, max_len: int):
@@ -144,7 +163,7 @@ class DpoConfig:
     steps: int = param(60, "optimizer steps")
     batch_size: int = param(8, "pairs per step")
     lr: float = param(2e-4, "peak learning rate (warmup, then cosine)")
-    val_fraction: float = param(0.15, "share of pairs held out for reward accuracy")
+    val_fraction: float = param(0.15, "share of pairs held out (whole prompts) for reward accuracy")
     seed: int = param(0, "seed of the split and the batch order")
     device: str = param("auto", "auto (CUDA when present), cpu, cuda ...")
 
@@ -180,18 +199,8 @@ def run_dpo(job: DpoJob, log=print) -> dict:
     reference = AutoModelForCausalLM.from_pretrained(job.sft_dir).to(device).eval()
     for p in reference.parameters():
         p.requires_grad_(False)
-    max_len = policy.config.max_position_embeddings
-    raw, problems = read_valid_rows(Path(job.pairs_path), pair_problem)
-    if problems:
-        raise ValueError("preference pairs have invalid rows (build them with the preference_dataset stage): " + "; ".join(problems[:5]))
-    pairs = [e for e in (encode_pair(tok, r, max_len) for r in raw) if e]
-    order = np.random.default_rng(c.seed).permutation(len(pairs))
-    n_val = max(1, int(len(pairs) * c.val_fraction))
-    val = [pairs[i] for i in order[:n_val]]
-    train = [pairs[i] for i in order[n_val:]]
-    cfg = loop.TrainConfig(max_steps=c.steps, batch_size=c.batch_size, lr=c.lr, warmup_steps=max(1, c.steps // 10),
-                           weight_decay=0.0, seed=c.seed, device=c.device)
-    optimizer = torch.optim.AdamW(loop.param_groups(policy, 0.0), lr=c.lr, betas=cfg.betas)
+    val, train, _ = load_pairs(tok, job.pairs_path, policy.config.max_position_embeddings, c.val_fraction, c.seed)
+    cfg, optimizer = pair_training(policy, c)
     before = evaluate_pairs(policy, reference, val, tok.pad_token_id, device, c.beta)
     history = []
     policy.train()

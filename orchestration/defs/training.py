@@ -24,6 +24,7 @@ from training.cli import JOBS
 from training.datasets import PREFERENCE_DATASET, SFT_DATASET
 from training.dpo import DpoConfig
 from training.pretrain import PretrainConfig
+from training.reward import RewardConfig
 from training.sft import SftConfig
 
 
@@ -34,6 +35,13 @@ def _lineage(context: dg.AssetExecutionContext, lake: Lake) -> dict:
             "shards_hash": shards["content_hash"], "mixture_hash": shards["mixture_hash"],
             "mixture_weights": shards["mixture_weights"], "tokenizer_hash": shards["tokenizer_hash"],
             "upstream": shards["inputs"], "shard_tokens": shards["tokens"]}
+
+
+def _sft_and_pairs(context: dg.AssetExecutionContext, lake: Lake) -> dict:
+    """What both preference stages (DPO, the reward model) train from: the SFT checkpoint and the ranked pairs."""
+    pairs = lake.read_manifest("preference_dataset")
+    return {"sft_dir": str(lake.checkpoint_dir("sft_model")), "pairs_path": pairs["path"],
+            "lineage": dict(_lineage(context, lake), preference_dataset_hash=pairs["content_hash"])}
 
 
 def model_asset(name: str, cli_stage: str, config_cls: type, inputs: Callable[[dg.AssetExecutionContext, Lake], dict],
@@ -89,12 +97,17 @@ sft_model = model_asset(
                 "with pretraining windows rehearsed in every batch (`pretrain_mix`) so it keeps what pretraining taught.")
 aligned_model = model_asset(
     "aligned_model", "dpo", DpoConfig, deps=["sft_model", "preference_dataset"], automation_condition=FOLLOW,
-    inputs=lambda context, lake: {
-        "sft_dir": str(lake.checkpoint_dir("sft_model")), "pairs_path": lake.read_manifest("preference_dataset")["path"],
-        "lineage": dict(_lineage(context, lake), preference_dataset_hash=lake.read_manifest("preference_dataset")["content_hash"])},
+    inputs=_sft_and_pairs,
     description="The SFT model aligned with DPO (sigmoid loss + chosen NLL, frozen SFT reference); held-out reward accuracy "
                 "in metadata.")
 
+reward_model = model_asset(
+    "reward_model", "reward", RewardConfig, deps=["sft_model", "preference_dataset"], automation_condition=FOLLOW,
+    inputs=_sft_and_pairs,
+    description="A Bradley-Terry reward model: the SFT transformer with a scalar head, trained on the ranked pairs; held-out "
+                "pairwise accuracy (whole prompts held out), reward distributions of chosen vs rejected answers and a "
+                "calibration table in metadata. What the RL stage optimizes against.")
+
 COMMON = dict(group="training", kinds={"python", "json"}, automation_condition=FOLLOW)
 training_assets = [base_model, *stage_assets(SFT_DATASET, **COMMON), sft_model,
-                   *stage_assets(PREFERENCE_DATASET, deps=list(PREFERENCE_DATASET.inputs), **COMMON), aligned_model]
+                   *stage_assets(PREFERENCE_DATASET, deps=list(PREFERENCE_DATASET.inputs), **COMMON), aligned_model, reward_model]

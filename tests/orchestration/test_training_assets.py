@@ -13,7 +13,7 @@ from training.plots import INLINE_LIMIT
 
 FAST = {"ops": {"base_model": {"config": {"preset": "test", "max_steps": 6, "eval_every": 3}},
                 "sft_model": {"config": {"steps": 4, "batch_size": 4}},
-                "aligned_model": {"config": {"steps": 3, "batch_size": 4}}}}
+                "aligned_model": {"config": {"steps": 3, "batch_size": 4}}, "reward_model": {"config": {"steps": 3, "batch_size": 4}}}}
 
 
 def test_training_assets_run_through_pipes_with_metadata_and_lineage(token_lake, tmp_path):
@@ -42,6 +42,10 @@ def test_training_assets_run_through_pipes_with_metadata_and_lineage(token_lake,
             assert lineage["git_commit"].removesuffix("-dirty") == head.stdout.strip()
         else:
             assert lineage["git_commit"] is None
+        reward = result.asset_materializations_for_node("reward_model")[0].metadata
+        assert {"heldout_pairwise_accuracy", "heldout_reward_chosen_mean", "heldout_reward_rejected_mean"} <= set(reward)
+        assert reward["calibration"].value.records  # a table, shown on the asset page
+        assert json.loads((token_lake.checkpoint_dir("reward_model") / "lineage.json").read_text())["stage"] == "reward"
         assert result.asset_materializations_for_node("sft_dataset")[0].metadata["decontaminated"].value > 0
         mat = result.asset_materializations_for_node("aligned_model")[0]
         assert mat.tags["dagster/data_version"] == checkpoint_hash(ckpt)

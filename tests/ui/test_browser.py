@@ -24,7 +24,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 KEY_ASSETS = ("raw_crawl", "curated_web", "tokenized_shards", "base_model", "aligned_model", "eval_report")
 TINY = {"tokenizer": {"vocab_size": 600, "model_max_length": 64}, "tokenized_shards": {"val_fraction": 0.1, "shard_tokens": 4000},
         "base_model": {"preset": "test", "max_steps": 6, "eval_every": 3}, "sft_model": {"steps": 4, "batch_size": 4},
-        "aligned_model": {"steps": 3, "batch_size": 4},
+        "aligned_model": {"steps": 3, "batch_size": 4}, "reward_model": {"steps": 3, "batch_size": 4},
         "eval_report": {"max_contamination_rate": 1.0},  # a 40-page sample repeats the eval set's city names
         **{f"{m}_eval": {"max_generation_items": 8, "max_mc_items": 6} for m in ("base_model", "sft_model", "aligned_model")}}
 
