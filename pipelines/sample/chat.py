@@ -44,6 +44,7 @@ def _facts(city) -> dict:
 
 def build_chat_data(seed: int = 0) -> dict[str, list[dict]]:
     rng = random.Random(seed)
+    ranking_rng = random.Random(f"{seed}-ranking")  # its own stream: more ranked answers leave the SFT data as it was
     sft, prefs, eval_prompts = [], [], []
     for ci, city in enumerate(CITIES):
         f = _facts(city)
@@ -55,9 +56,11 @@ def build_chat_data(seed: int = 0) -> dict[str, list[dict]]:
                     eval_prompts.append({"task": "factuality", "prompt": prompt, "answer": reply, "fact": kind})
                 if not held_out:
                     sft.append({"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]})
-                    wrong = {answer.format(**dict(_facts(c), city=f["city"])) for c in CITIES if c != city} - {reply}
-                    for rejected in rng.sample(sorted(wrong), RANKED_WRONG_ANSWERS):  # a ranking of three: one right, two wrong
-                        prefs.append({"prompt": prompt, "chosen": reply, "rejected": rejected})
+                    wrong = _facts(rng.choice([c for c in CITIES if c != city]))
+                    rejected = [answer.format(**dict(wrong, city=f["city"]))]
+                    others = sorted({answer.format(**dict(_facts(c), city=f["city"])) for c in CITIES if c != city} - {reply, *rejected})
+                    rejected += ranking_rng.sample(others, RANKED_WRONG_ANSWERS - 1)  # a ranking: one right answer, wrong ones below
+                    prefs += [{"prompt": prompt, "chosen": reply, "rejected": r} for r in rejected]
     for q, a in QA_PAIRS:
         sft.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
         prefs.append({"prompt": q, "chosen": a, "rejected": "I don't know. Search for it yourself."})
