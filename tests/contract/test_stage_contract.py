@@ -24,6 +24,7 @@ from training.datasets import PREFERENCE_DATASET, SFT_DATASET
 from training.dpo import DpoConfig
 from training.gguf_export import GGUF
 from training.pretrain import PretrainConfig
+from training.reward import RewardConfig
 from training.sft import SftConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def _library_configs() -> dict[str, type]:
     stages = [RAW_CRAWL, *SOURCE_STAGES, *curation_stages(), TOKENIZER, MIXTURE, SHARDS, SFT_DATASET, PREFERENCE_DATASET,
               *(eval_stage(m) for m in MODEL_ORDER), REPORT, PROMOTED, GGUF, DEPLOY]
-    return {**{s.name: s.config for s in stages}, "base_model": PretrainConfig, "sft_model": SftConfig, "aligned_model": DpoConfig}
+    return {**{s.name: s.config for s in stages}, "base_model": PretrainConfig, "sft_model": SftConfig, "aligned_model": DpoConfig,
+            "reward_model": RewardConfig}
 
 
 def _schema_defaults(config_type) -> dict:
