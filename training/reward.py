@@ -5,7 +5,7 @@ P(chosen beats rejected) = sigmoid(r(x, y_w) - r(x, y_l)), so the loss is
 the conversation's last token (Llama's sequence-classification head), so it sees the
 whole answer and its end of turn. A small penalty on the mean squared reward
 (`center_coef`, TRL's `center_rewards_coefficient`) keeps rewards near zero, which the
-RL stage needs (the pairwise loss alone leaves their offset free). Held-out pairs give
+policy-gradient RL needs (the pairwise loss alone leaves their offset free). Held-out pairs give
 the pairwise accuracy, the reward distributions of chosen vs rejected answers and a
 calibration table (predicted win probability vs how often the prediction held).
 """
@@ -89,7 +89,7 @@ def heldout_figures(model, pairs: list[tuple], pad_id: int, device) -> dict:
     return {"pairwise_accuracy": float((margins > 0).mean()), "reward_chosen_mean": float(chosen.mean()),
             "reward_chosen_std": float(chosen.std()), "reward_rejected_mean": float(rejected.mean()),
             "reward_rejected_std": float(rejected.std()), "calibration": calibration(margins),
-            "loss": float(-np.mean(np.log(1 / (1 + np.exp(-margins)))))}
+            "loss": float(np.mean(np.logaddexp(0.0, -margins)))}  # -log sigmoid, without overflow
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ reward_model = model_asset(
     inputs=_sft_and_pairs,
     description="A Bradley-Terry reward model: the SFT transformer with a scalar head, trained on the ranked pairs; held-out "
                 "pairwise accuracy (whole prompts held out), reward distributions of chosen vs rejected answers and a "
-                "calibration table in metadata. What the RL stage optimizes against.")
+                "calibration table in metadata. The reward for RL fine-tuning (no RL stage is built yet).")
 
 COMMON = dict(group="training", kinds={"python", "json"}, automation_condition=FOLLOW)
 training_assets = [base_model, *stage_assets(SFT_DATASET, **COMMON), sft_model,
