@@ -16,6 +16,7 @@ samples with a rule (see `rank_by_rule`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,11 +63,30 @@ def load_pairs(tok, path: str, max_len: int, val_fraction: float, seed: int) -> 
     return *split_by_prompt(encoded, val_fraction, seed), len(raw) - len(encoded)
 
 
-def pair_training(model, c) -> tuple[loop.TrainConfig, torch.optim.Optimizer]:
-    """The schedule and optimizer of a fixed-step run over pairs (`c` has steps, batch_size, lr, seed, device)."""
+def train_on_pairs(model, c, train: list, step_loss: Callable, heldout: Callable[[], dict], log) -> list[dict]:
+    """A fixed-step run over pairs (`c` has steps, batch_size, lr, seed, device): warmup + cosine AdamW, batches
+    drawn by (seed, step), clipping; `step_loss(batch)` gives (loss, metrics), `heldout()` the validation fields
+    added (and logged) six times per run. Returns the per-step history."""
     cfg = loop.TrainConfig(max_steps=c.steps, batch_size=c.batch_size, lr=c.lr, warmup_steps=max(1, c.steps // 10),
                            weight_decay=0.0, seed=c.seed, device=c.device)
-    return cfg, torch.optim.AdamW(loop.param_groups(model, 0.0), lr=c.lr, betas=cfg.betas)
+    optimizer = torch.optim.AdamW(loop.param_groups(model, 0.0), lr=c.lr, betas=cfg.betas)
+    history = []
+    model.train()
+    for step in range(c.steps):
+        for g in optimizer.param_groups:
+            g["lr"] = loop.lr_at(step, cfg)
+        idx = np.random.default_rng([c.seed, step]).integers(0, len(train), size=c.batch_size)
+        loss, m = step_loss([train[i] for i in idx])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        record = {"step": step + 1, "train_loss": loss.item(), **m}
+        if (step + 1) % max(1, c.steps // 6) == 0 or step + 1 == c.steps:
+            record.update(heldout())
+            log(record)
+        history.append(record)
+    return history
 
 
 def encode_pair(tok, pair: dict, max_len: int):
@@ -200,28 +220,16 @@ def run_dpo(job: DpoJob, log=print) -> dict:
     for p in reference.parameters():
         p.requires_grad_(False)
     val, train, _ = load_pairs(tok, job.pairs_path, policy.config.max_position_embeddings, c.val_fraction, c.seed)
-    cfg, optimizer = pair_training(policy, c)
     before = evaluate_pairs(policy, reference, val, tok.pad_token_id, device, c.beta)
-    history = []
-    policy.train()
-    for step in range(c.steps):
-        for g in optimizer.param_groups:
-            g["lr"] = loop.lr_at(step, cfg)
-        idx = np.random.default_rng([c.seed, step]).integers(0, len(train), size=c.batch_size)
-        batch = [train[i] for i in idx]
+
+    def step_loss(batch):
         pc, pr, n_chosen = pair_logps(policy, batch, tok.pad_token_id, device)
         with torch.no_grad():
             rc, rr, _ = pair_logps(reference, batch, tok.pad_token_id, device)
-        loss, m = rpo_loss(pc, pr, rc, rr, n_chosen, c.beta, c.rpo_alpha)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        record = {"step": step + 1, "train_loss": loss.item(), **m}
-        if (step + 1) % max(1, c.steps // 6) == 0 or step + 1 == c.steps:
-            record.update({f"val_{k}": v for k, v in evaluate_pairs(policy, reference, val, tok.pad_token_id, device, c.beta).items()})
-            log(record)
-        history.append(record)
+        return rpo_loss(pc, pr, rc, rr, n_chosen, c.beta, c.rpo_alpha)
+
+    history = train_on_pairs(policy, c, train, step_loss, log=log, heldout=lambda: {
+        f"val_{k}": v for k, v in evaluate_pairs(policy, reference, val, tok.pad_token_id, device, c.beta).items()})
     after = evaluate_pairs(policy, reference, val, tok.pad_token_id, device, c.beta)
     metrics = {"heldout_reward_accuracy_before": before.get("rewards/accuracy"), "heldout_reward_accuracy": after.get("rewards/accuracy"),
                "heldout_margin": after.get("rewards/margins"), "train_pairs": len(train), "heldout_pairs": len(val),

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pipelines.contract import config_to_dict, param, require
 from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
-from training.dpo import load_pairs, pair_training
+from training.dpo import load_pairs, train_on_pairs
 
 CALIBRATION_BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # predicted probability of the more likely answer, folded to >= 0.5
 
@@ -133,27 +133,17 @@ def run_reward(job: RewardJob, log=print) -> dict:
     tok = AutoTokenizer.from_pretrained(job.sft_dir)
     model = AutoModelForSequenceClassification.from_pretrained(job.sft_dir, num_labels=1, pad_token_id=tok.pad_token_id).to(device)
     val, train, too_long = load_pairs(tok, job.pairs_path, model.config.max_position_embeddings, c.val_fraction, c.seed)
-    cfg, optimizer = pair_training(model, c)
     before = heldout_figures(model, val, tok.pad_token_id, device)
-    history = []
-    model.train()
-    for step in range(c.steps):
-        for g in optimizer.param_groups:
-            g["lr"] = loop.lr_at(step, cfg)
-        idx = np.random.default_rng([c.seed, step]).integers(0, len(train), size=c.batch_size)
-        batch = [train[i] for i in idx]
+
+    def step_loss(batch):
         r = rewards(model, [ch[0] for ch, _ in batch] + [rj[0] for _, rj in batch], tok.pad_token_id, device)
-        loss, m = bradley_terry_loss(r[:len(batch)], r[len(batch):], c.center_coef)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        record = {"step": step + 1, "train_loss": loss.item(), **m}
-        if (step + 1) % max(1, c.steps // 6) == 0 or step + 1 == c.steps:
-            heldout = heldout_figures(model, val, tok.pad_token_id, device)
-            record.update(val_loss=heldout["loss"], val_accuracy=heldout["pairwise_accuracy"])
-            log(record)
-        history.append(record)
+        return bradley_terry_loss(r[:len(batch)], r[len(batch):], c.center_coef)
+
+    def heldout() -> dict:
+        figures = heldout_figures(model, val, tok.pad_token_id, device)
+        return {"val_loss": figures["loss"], "val_accuracy": figures["pairwise_accuracy"]}
+
+    history = train_on_pairs(model, c, train, step_loss, heldout, log)
     after = heldout_figures(model, val, tok.pad_token_id, device)
     metrics = {"heldout_pairwise_accuracy_before": before["pairwise_accuracy"], "heldout_pairwise_accuracy": after["pairwise_accuracy"],
                **{f"heldout_{k}": v for k, v in after.items() if k.startswith("reward_")},
