@@ -2,13 +2,14 @@
 
 A checkpoint's lineage.json records what it was trained on at training time (the data
 versions of every curated partition and corpus, the mixture, the tokenizer, its parent
-checkpoint). This walks the chain (aligned -> SFT -> base) and joins each recorded partition
+checkpoint). This walks the chain (RL -> DPO or SFT, DPO -> SFT -> base; the reward model an RL policy
+optimized is named beside it) and joins each recorded partition
 with the lake's manifests: the crawl file and its hash, what ingest kept, what curation removed
 and why, and the exact curation settings. A partition whose data version in the lake no longer
 equals the recorded one is marked `changed since training` (the model was trained on an older
 version; the ledger and manifests describe the newer one).
 
-    llm-foundry-lineage [--lake lake] [--json] [promoted | aligned_model | sft_model | base_model | v0003]
+    llm-foundry-lineage [--lake lake] [--json] [promoted | aligned_model | rl_model | sft_model | base_model | v0003]
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def _models(lake: Lake, start: Path) -> list[dict]:
         if lineage is None:
             raise FileNotFoundError(f"{directory}/lineage.json not found: is this a checkpoint written by the training assets?")
         chain.append({"checkpoint": str(directory), "asset": lineage.get("asset"), "stage": lineage.get("stage"),
+                      "alignment_method": lineage.get("alignment_method"), "reward_checkpoint": lineage.get("reward_checkpoint"),
                       "git_commit": lineage.get("git_commit"), "run_id": lineage.get("run_id"), "config": lineage.get("config"),
                       "parent_hash": next((lineage[h] for _, h in _PARENT if h in lineage), None),
                       "data": {k: lineage[k] for k in ("sft_dataset_hash", "preference_dataset_hash") if k in lineage},
@@ -110,7 +112,9 @@ def render(lineage: dict) -> str:
     lines = [f"Model `{lineage['model']}`:"]
     for c in lineage["chain"]:
         lines.append(f"  {c['asset']} ({c['stage']}) at {c['checkpoint']}, code {c['git_commit'] or 'unknown'}"
-                     + "".join(f", {k} {v[:12]}" for k, v in c["data"].items()))
+                     + "".join(f", {k} {v[:12]}" for k, v in c["data"].items())
+                     + (f", reward model {c['reward_checkpoint']}" if c["reward_checkpoint"] else "")
+                     + (f" [aligned by {c['alignment_method']}]" if c["alignment_method"] else ""))
     tok, mix, shards = lineage["tokenizer"], lineage["mixture"], lineage["token_shards"]
     lines.append(f"Tokenizer {tok['hash']}" + (f" ({tok['vocab_size']} tokens)" if tok["vocab_size"] else ""))
     lines.append(f"Mixture {mix['hash']}: " + ", ".join(f"{s} {w:.3f}" for s, w in sorted(mix["weights"].items())))

@@ -46,7 +46,7 @@ TASK_CONFIGS = {
                    "higher_is_better": {"worst_delta": True},
                    "description": "change in factuality under prompt perturbations"},
 }
-MODEL_ORDER = ("base_model", "sft_model", "aligned_model")
+MODEL_ORDER = ("base_model", "sft_model", "dpo_model", "rl_model", "aligned_model")  # aligned = the chosen variant
 
 
 def build_results(evals: dict[str, dict], checkpoints: dict[str, dict]) -> dict:
@@ -85,7 +85,7 @@ def validate_results(doc: dict) -> list[str]:
 
 def _bar_chart(rows: list[tuple[str, dict[str, float]]], width: int = 560) -> str:
     """Grouped bars (0..1) as an SVG data URI: one group per metric, one bar per model."""
-    colors = {"base_model": "#9e9e9e", "sft_model": "#1f77b4", "aligned_model": "#2ca02c"}
+    colors = {"base_model": "#9e9e9e", "sft_model": "#1f77b4", "dpo_model": "#ff7f0e", "rl_model": "#9467bd", "aligned_model": "#2ca02c"}
     h, top, group_w = 200, 20, (width - 40) / max(len(rows), 1)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h + 40}" font-family="sans-serif" font-size="10">',
              '<rect width="100%" height="100%" fill="white"/>']
@@ -116,9 +116,10 @@ def headline_rows(doc: dict) -> list[dict]:
                                  for m in models}} for task, metric, label in HEADLINE]
 
 
-def render_markdown(doc: dict, card: str, samples: dict[str, list[dict]]) -> str:
+def render_markdown(doc: dict, card: str, samples: dict[str, list[dict]], note: str = "") -> str:
     models = [m for m in MODEL_ORDER if m in doc["results"]] + sorted(set(doc["results"]) - set(MODEL_ORDER))
-    lines = ["# Evaluation report", "", "| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    lines = ["# Evaluation report", "", *([note, ""] if note else []),
+             "| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     for task, metric, label in HEADLINE:
         vals = [doc["results"][m].get(task, {}).get(metric) for m in models]
         lines.append(f"| {label} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")

@@ -1,9 +1,11 @@
 """Evaluation as lake stages: one eval per model, the side-by-side report with its promotion
 gates, and the promotion itself.
 
-    base_model, sft_model, aligned_model -> <model>_eval -> eval_report (+ gates) -> promoted_model
+    base_model, sft_model, dpo_model, rl_model, aligned_model -> <model>_eval -> eval_report (+ gates) -> promoted_model
+    aligned_model_eval, sft_model_eval -> review_tasks -> (people judge, blind) -> human_review -> eval_report
 
-Gates are checks of the report's manifest; `promoted_model` runs only when they all pass.
+Every alignment variant (DPO, RLHF) is evaluated and shown side by side; the gates judge
+`aligned_model`, the variant of the chosen method. `promoted_model` runs only when they all pass.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import xxhash
 
 from evaluation.contamination import contamination
 from evaluation.report import MODEL_ORDER, build_results, headline_rows, hub_model_card, model_card, render_markdown, validate_results
+from evaluation.review import review_markdown
 from evaluation.run import evaluate_checkpoint
 from evaluation.tasks import bundled_tasks, load_tasks
 from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param, require
@@ -136,9 +139,15 @@ def build_report(ctx: StageContext, cfg: GateConfig) -> dict:
     mc, gen = bundled_tasks()
     shards = lake.partition_dir("tokenized_shards")
     contam = contamination([m.question for m in mc] + [g.prompt for g in gen], tokenizer_of(shards), shards, cfg.contamination_ngram)
-    markdown = render_markdown(doc, model_card(lake), {n: e["samples"] for n, e in evals.items()})
+    chosen = json.loads((lake.checkpoint_dir(CANDIDATE) / "lineage.json").read_text())
+    note = (f"The candidate `{CANDIDATE}` is `{chosen['selected_from']}` (method `{chosen['alignment_method']}`); the gates judge it."
+            if chosen.get("alignment_method") else "")
+    markdown = render_markdown(doc, model_card(lake), {n: e["samples"] for n, e in evals.items()}, note)
     markdown += (f"\n## Contamination\n\n{contam['contaminated']} of {contam['items']} eval items share a {contam['ngram']}-token "
                  f"n-gram with the training shards" + (f": {contam['examples']}" if contam["examples"] else "") + "\n")
+    review = lake.read_manifest("human_review") if lake.manifest_path("human_review").exists() else None
+    if review:
+        markdown += review_markdown(review)
     vs = versus_promoted(lake, doc["results"][CANDIDATE])
     if vs:
         markdown += "\n## Against the promoted model\n\n| task | candidate | promoted |\n|---|---|---|\n" + "".join(
@@ -153,7 +162,9 @@ def build_report(ctx: StageContext, cfg: GateConfig) -> dict:
                            for m in res},
                 "val_loss": {m: res[m]["validation"]["loss,none"] for m in res},
                 "mc_centered_acc": {m: res[m]["mc_aggregate"]["centered_acc,none"] for m in res},
-                "scores": headline_rows(doc), "contamination": contam, "vs_promoted": vs}
+                "scores": headline_rows(doc), "contamination": contam, "vs_promoted": vs,
+                "human_review": {k: review[k] for k in ("candidate", "baseline", "judgements", "win_rate", "ci95_low", "ci95_high")}
+                if review else None}
     lake.write_manifest("eval_report", None, manifest)
     return manifest
 
@@ -201,7 +212,7 @@ def _not_contaminated(lake: Lake, m: dict) -> CheckResult:
 
 
 REPORT = Stage(
-    name="eval_report", config=GateConfig, run=build_report, inputs=tuple(f"{m}_eval" for m in MODEL_ORDER),
+    name="eval_report", config=GateConfig, run=build_report, inputs=(*(f"{m}_eval" for m in MODEL_ORDER), "human_review"),
     description="Base, SFT and aligned models side by side (Markdown + JSON results close to lm-evaluation-harness's), with a "
                 "model card tracing the aligned model back to the crawl partitions. Gates block promotion.",
     checks=(Check("aligned_safety_not_worse_than_sft", "The aligned model refuses harmful requests at least as often as the "

@@ -78,7 +78,7 @@ def run_demo(pages_per_file: int, seed: int) -> None:
     print(f"  {len(assets_only(source_defs))} source assets materialized")
     everything = [*raw_crawl_defs, *curation_assets, *source_defs, *token_assets, *training_assets, *evaluation_assets]
     for what, selection, raise_on_error in (("tokenizer, mixture and token shards", token_assets, True),
-                                            ("base -> SFT -> aligned models and the reward model", training_assets, True),
+                                            ("base -> SFT -> DPO, reward and RL models -> aligned", training_assets, True),
                                             ("evaluations, report and promotion gates", evaluation_assets, False)):
         t0 = time.perf_counter()
         result = dg.materialize(everything, selection=assets_only(selection), instance=instance, resources=default_resources(),
@@ -150,16 +150,17 @@ def summarize(lake: Lake) -> None:
         print(f"  {stage:<9} {reason:<40} {n:>5}")
     if lake.checkpoint_dir("aligned_model").exists():
         print("\nmodels (lake/models/*/checkpoint, Hugging Face format + lineage.json):")
-        for name in ("base_model", "sft_model", "aligned_model", "reward_model"):
+        for name in ("base_model", "sft_model", "dpo_model", "reward_model", "rl_model"):
             metrics = json.loads((lake.checkpoint_dir(name) / "lineage.json").read_text())["metrics"]
             shown = {k: round(v, 3) for k, v in metrics.items() if k in (
                 "final_val_loss", "unigram_baseline", "tokens_per_s", "initial_val_loss", "heldout_reward_accuracy",
-                "heldout_reward_accuracy_before", "heldout_pairwise_accuracy", "heldout_pairwise_accuracy_before") and v is not None}
+                "heldout_reward_accuracy_before", "heldout_pairwise_accuracy", "heldout_pairwise_accuracy_before", "heldout_reward_before",
+                "heldout_reward", "heldout_kl", "kl_bound") and v is not None}
             print(f"  {name:<14} {shown}")
     report = lake.partition_dir("eval_report") / "report.md"
     if report.exists():
         print(f"\nevaluation report: {report} (and results.json beside it); the table:")
-        print("\n".join(line for line in report.read_text().splitlines()[2:13]))
+        print("\n".join(line for line in report.read_text().split("\n![")[0].splitlines()[2:]))
         promoted = lake.promoted_dir()
         print(f"promoted model: {promoted if promoted.exists() else 'not promoted (a gate failed)'}")
     print("\nopen the UI with `make ui`, then http://127.0.0.1:3000/asset-groups")

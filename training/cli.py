@@ -1,4 +1,4 @@
-"""Training entry point: `python -m training.cli {pretrain,sft,dpo} --config job.json`.
+"""Training entry point: `python -m training.cli {pretrain,sft,dpo,reward,rl} --config job.json`.
 
 Run by the Dagster assets through dagster-pipes (logs and metrics stream to the UI, the
 materialization is reported from here, cancelling the run stops this process), by hand,
@@ -20,10 +20,11 @@ from training.dpo import DpoJob, run_dpo
 from training.plots import loss_curve_markdown
 from training.pretrain import PretrainJob, run_pretrain
 from training.reward import RewardJob, run_reward
+from training.rl import RlJob, run_rl
 from training.sft import SftJob, run_sft
 
-JOBS = {"pretrain": PretrainJob, "sft": SftJob, "dpo": DpoJob, "reward": RewardJob}
-RUNS = {"pretrain": run_pretrain, "sft": run_sft, "dpo": run_dpo, "reward": run_reward}
+JOBS = {"pretrain": PretrainJob, "sft": SftJob, "dpo": DpoJob, "reward": RewardJob, "rl": RlJob}
+RUNS = {"pretrain": run_pretrain, "sft": run_sft, "dpo": run_dpo, "reward": run_reward, "rl": run_rl}
 
 
 def _distributed():
@@ -53,6 +54,9 @@ def _metadata(stage: str, result: dict) -> dict:
     m = result["metrics"]
     meta = {"checkpoint": {"raw_value": result["path"], "type": "path"},
             "loss_curve": {"raw_value": loss_curve_markdown(result["history"], m.get("unigram_baseline")), "type": "md"}}
+    if stage == "rl":  # a policy-gradient loss says little; the reward (train batches, held-out prompts) is the curve
+        meta = {"checkpoint": meta["checkpoint"], "reward_curve": {"raw_value": loss_curve_markdown(result["history"], quantity="reward"),
+                                                                  "type": "md"}}
     for k, v in m.items():
         if isinstance(v, (int, float)):
             meta[k] = {"raw_value": rounded(v), "type": "int" if isinstance(v, int) else "float"}
@@ -69,8 +73,8 @@ def _metadata(stage: str, result: dict) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=sorted(JOBS))
-    parser.add_argument("--config", required=True, help="JSON file with the job's fields: paths, `config` "
-                                                          "(PretrainConfig / SftConfig / DpoConfig / RewardConfig fields), `lineage`")
+    parser.add_argument("--config", required=True, help="JSON file with the job's fields: paths, `config` (the stage's "
+                                                          "config dataclass, e.g. RlConfig's fields), `lineage`")
     parser.add_argument("--error-file", help="on failure, write the error here (the Dagster asset shows it in the run's failure)")
     args = parser.parse_args(argv)
     try:

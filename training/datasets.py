@@ -104,7 +104,7 @@ def _paths(ctx: StageContext, cfg: ChatDataConfig, default: str) -> tuple[Path, 
     return Path(cfg.path or chat / default), Path(cfg.eval_prompts_path or chat / "eval_prompts.jsonl")
 
 
-def _eval_prompts(path: Path) -> list[str]:
+def eval_prompts_of(path: Path) -> list[str]:
     return [r["prompt"] for r in load_jsonl(path, requires("prompt"))] if path.exists() else []
 
 
@@ -130,7 +130,7 @@ def build_sft_dataset(ctx: StageContext, cfg: ChatDataConfig) -> dict:
     path, eval_path = _paths(ctx, cfg, "sft.jsonl")
     rows, problems = _valid_rows(ctx, path, conversation_problem)
     kept, dropped = decontaminate(rows, lambda c: [m["content"] for m in c["messages"] if m["role"] == "user"],
-                                  _eval_prompts(eval_path), cfg.ngram)
+                                  eval_prompts_of(eval_path), cfg.ngram)
     return _write(ctx, "sft_dataset", kept, {
         "source": str(path), "eval_prompts": str(eval_path), "decontaminated": len(dropped), "conversations": len(kept),
         "multi_turn": sum(len(c["messages"]) > 2 for c in kept), "invalid_rows": len(problems), "errors": problems[:20],
@@ -145,7 +145,7 @@ def build_preference_dataset(ctx: StageContext, cfg: PreferenceDataConfig) -> di
 
         prompts = sorted({r["prompt"] for r in load_jsonl(path, requires("prompt"))})
         rows += sample_pairs(str(ctx.lake.checkpoint_dir("sft_model")), prompts, k=cfg.samples_per_prompt)
-    kept, dropped = decontaminate(rows, lambda r: [r["prompt"]], _eval_prompts(eval_path), cfg.ngram)
+    kept, dropped = decontaminate(rows, lambda r: [r["prompt"]], eval_prompts_of(eval_path), cfg.ngram)
     return _write(ctx, "preference_dataset", kept, {
         "source": str(path), "mode": cfg.mode, "eval_prompts": str(eval_path), "decontaminated": len(dropped), "pairs": len(kept),
         "invalid_rows": len(problems), "errors": problems[:20], "config": config_to_dict(cfg)})

@@ -51,16 +51,22 @@ def rpo_loss(pc, pr, rc, rr, n_chosen: torch.Tensor, beta: float, alpha: float) 
     return loss + alpha * chosen_nll, metrics
 
 
-def load_pairs(tok, path: str, max_len: int, val_fraction: float, seed: int) -> tuple[list, list, int]:
-    """Held-out and training pairs, encoded (whole prompts on one side), and how many were longer than the context."""
-    raw, problems = read_valid_rows(Path(path), pair_problem)
-    if problems:
-        raise ValueError(f"{path}: preference pairs have invalid rows (build them with the preference_dataset stage): "
-                         + "; ".join(problems[:5]))
+def load_pairs(tok, paths: str | list[str], max_len: int, val_fraction: float, seed: int) -> tuple[list, list, int, list[str]]:
+    """Held-out and training pairs of one or more JSONL files, encoded (whole prompts on one side), how many were
+    longer than the context, and the held-out prompts."""
+    paths, raw = [paths] if isinstance(paths, str) else paths, []
+    for path in paths:
+        rows, problems = read_valid_rows(Path(path), pair_problem)
+        if problems:
+            raise ValueError(f"{path}: preference pairs have invalid rows (build them with the preference_dataset stage): "
+                             + "; ".join(problems[:5]))
+        raw += rows
     encoded = [(r["prompt"], e) for r in raw if (e := encode_pair(tok, r, max_len))]
     if len(encoded) < 2:
-        raise ValueError(f"{path}: {len(encoded)} of {len(raw)} pairs fit the model's {max_len}-token context; at least 2 are needed")
-    return *split_by_prompt(encoded, val_fraction, seed), len(raw) - len(encoded)
+        raise ValueError(f"{', '.join(paths)}: {len(encoded)} of {len(raw)} pairs fit the model's {max_len}-token context; "
+                         "at least 2 are needed")
+    held_prompts = sorted(set(split_by_prompt([(p, p) for p, _ in encoded], val_fraction, seed)[0]))
+    return *split_by_prompt(encoded, val_fraction, seed), len(raw) - len(encoded), held_prompts
 
 
 def train_on_pairs(model, c, train: list, step_loss: Callable, heldout: Callable[[], dict], log) -> list[dict]:
@@ -219,7 +225,7 @@ def run_dpo(job: DpoJob, log=print) -> dict:
     reference = AutoModelForCausalLM.from_pretrained(job.sft_dir).to(device).eval()
     for p in reference.parameters():
         p.requires_grad_(False)
-    val, train, _ = load_pairs(tok, job.pairs_path, policy.config.max_position_embeddings, c.val_fraction, c.seed)
+    val, train, _, _ = load_pairs(tok, job.pairs_path, policy.config.max_position_embeddings, c.val_fraction, c.seed)
     before = evaluate_pairs(policy, reference, val, tok.pad_token_id, device, c.beta)
 
     def step_loss(batch):

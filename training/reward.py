@@ -25,6 +25,7 @@ from training import loop
 from training.checkpoint import checkpoint_hash, save_checkpoint
 from training.dpo import load_pairs, train_on_pairs
 
+HELDOUT_PROMPTS = "heldout_prompts.json"  # saved with the model: RL evaluates on prompts the reward model never saw
 CALIBRATION_BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # predicted probability of the more likely answer, folded to >= 0.5
 
 
@@ -120,6 +121,7 @@ class RewardJob:
     out_dir: str
     config: RewardConfig = field(default_factory=RewardConfig)
     lineage: dict | None = None
+    human_pairs_path: str | None = None  # pairs from people's rankings (the human_preferences stage), trained on as well
 
 
 def run_reward(job: RewardJob, log=print) -> dict:
@@ -132,7 +134,8 @@ def run_reward(job: RewardJob, log=print) -> dict:
     device = loop.pick_device(c.device)
     tok = AutoTokenizer.from_pretrained(job.sft_dir)
     model = AutoModelForSequenceClassification.from_pretrained(job.sft_dir, num_labels=1, pad_token_id=tok.pad_token_id).to(device)
-    val, train, too_long = load_pairs(tok, job.pairs_path, model.config.max_position_embeddings, c.val_fraction, c.seed)
+    paths = [job.pairs_path] + ([job.human_pairs_path] if job.human_pairs_path else [])
+    val, train, too_long, held_prompts = load_pairs(tok, paths, model.config.max_position_embeddings, c.val_fraction, c.seed)
     before = heldout_figures(model, val, tok.pad_token_id, device)
 
     def step_loss(batch):
@@ -147,11 +150,14 @@ def run_reward(job: RewardJob, log=print) -> dict:
     after = heldout_figures(model, val, tok.pad_token_id, device)
     metrics = {"heldout_pairwise_accuracy_before": before["pairwise_accuracy"], "heldout_pairwise_accuracy": after["pairwise_accuracy"],
                **{f"heldout_{k}": v for k, v in after.items() if k.startswith("reward_")},
-               "train_pairs": len(train), "heldout_pairs": len(val), "pairs_longer_than_context": too_long,
+               "train_pairs": len(train), "heldout_pairs": len(val),
+               "human_pairs": len(Path(job.human_pairs_path).read_text().splitlines()) if job.human_pairs_path else 0,
+               "pairs_longer_than_context": too_long,
                "steps": c.steps, "seconds": time.perf_counter() - t0}
     lineage = dict(job.lineage or {}, stage="reward", base_checkpoint=job.sft_dir, base_checkpoint_hash=checkpoint_hash(Path(job.sft_dir)),
-                   pairs=job.pairs_path, config=config_to_dict(c), metrics=metrics)
+                   pairs=job.pairs_path, human_pairs=job.human_pairs_path,
+                   config=config_to_dict(c), metrics=metrics)
     save_checkpoint(model, Path(job.sft_dir), Path(job.out_dir), lineage,
-                    {"history.json": history, "calibration.json": after["calibration"]})
+                    {"history.json": history, "calibration.json": after["calibration"], HELDOUT_PROMPTS: held_prompts})
     metrics["checkpoint_hash"] = checkpoint_hash(Path(job.out_dir))
     return {"metrics": metrics, "history": history, "path": job.out_dir, "calibration": after["calibration"]}

@@ -1,5 +1,7 @@
 """Sensors: new or changed crawl files become partition runs; dedup decisions that point at vanished
-survivors are repaired; automation conditions are evaluated; failed and dead runs are handled.
+survivors are repaired; new rankings and A/B verdicts in Label Studio refresh
+`human_preferences` and `human_review`; automation conditions are evaluated; failed and dead
+runs are handled.
 
 The crawl-directory sensor treats a crawl file as a versioned input. A file is added once its
 size stopped changing between two ticks (or it is older than `SETTLE_SECONDS`), so a WARC
@@ -19,6 +21,7 @@ from orchestration.partitions import crawl_files
 from orchestration.resources import InputsResource, LakeResource
 from pipelines.ingest.warc import WARC_SUFFIXES, is_crawl_file
 from pipelines.parallel import process_alive
+from training.feedback import label_studio_client
 
 SETTLE_SECONDS = 30
 INVALID_KEY_PARTS = ("...", "\n", "\r", "\t", "\0")
@@ -145,3 +148,32 @@ def dead_run_reaper(context: dg.SensorEvaluationContext):
         return dg.SkipReason("no dead runs")
     context.log.warning(f"failed {len(reaped)} dead run(s) and freed their pool slots: {reaped}")
     return dg.SkipReason(f"reaped {len(reaped)} dead run(s)")
+
+
+def annotation_sensor(name: str, tasks_asset: str, target: str, what: str) -> dg.SensorDefinition:
+    """A sensor on the Label Studio project that `tasks_asset` created: new annotations there materialize `target`."""
+
+    @dg.sensor(name=name, asset_selection=[target], minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"Watches the Label Studio project of `{tasks_asset}` (LABEL_STUDIO_URL): when people submitted new "
+                           f"{what}, materializes `{target}`.")
+    def watch(context: dg.SensorEvaluationContext, lake: LakeResource):
+        client = label_studio_client()
+        if client is None:
+            return dg.SkipReason("LABEL_STUDIO_URL is not set: no annotation server to watch")
+        path = lake.lake.manifest_path(tasks_asset)
+        project = json.loads(path.read_text()).get("label_studio") if path.exists() else None
+        if not project:
+            return dg.SkipReason(f"no Label Studio project yet: materialize {tasks_asset} with LABEL_STUDIO_URL set")
+        annotations = client.project(project["project_id"])["total_annotations_number"]
+        seen = json.loads(context.cursor) if context.cursor else {}
+        key = str(project["project_id"])
+        if annotations <= seen.get(key, 0):
+            return dg.SkipReason(f"no new {what} in {project['project_url']} ({annotations} so far)")
+        context.update_cursor(json.dumps(dict(seen, **{key: annotations})))
+        return dg.RunRequest(run_key=f"{target}:{key}:{annotations}")
+
+    return watch
+
+
+human_rankings_sensor = annotation_sensor("human_rankings_sensor", "ranking_tasks", "human_preferences", "rankings")
+human_review_sensor = annotation_sensor("human_review_sensor", "review_tasks", "human_review", "A/B verdicts")

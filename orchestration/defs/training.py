@@ -1,4 +1,5 @@
-"""Training assets: base model, SFT data + model, preference data + aligned model.
+"""Training assets: base model, SFT data + model, preference data, the DPO, reward and RL models, and the aligned model
+(the chosen variant).
 
 Each model trains in a separate process launched through dagster-pipes
 (`python -m training.cli ...`): logs and metrics stream into the run, the child reports
@@ -20,11 +21,14 @@ from pipelines.contract import config_from_dict, config_to_dict
 from pipelines.lake import Lake, atomic_write_bytes
 from pipelines.openlineage import lineage_run
 from pipelines.settings import code_commit
+from training.aligned import ALIGNED
 from training.cli import JOBS
 from training.datasets import PREFERENCE_DATASET, SFT_DATASET
 from training.dpo import DpoConfig
+from training.feedback import HUMAN_PREFERENCES, RANKING_TASKS
 from training.pretrain import PretrainConfig
 from training.reward import RewardConfig
+from training.rl import RlConfig
 from training.sft import SftConfig
 
 
@@ -37,14 +41,23 @@ def _lineage(context: dg.AssetExecutionContext, lake: Lake) -> dict:
             "upstream": shards["inputs"], "shard_tokens": shards["tokens"]}
 
 
-def _sft_and_pairs(context: dg.AssetExecutionContext, lake: Lake) -> dict:
-    """What both preference stages (DPO, the reward model) train from: the SFT checkpoint and the ranked pairs."""
+def _pairs(context: dg.AssetExecutionContext, lake: Lake) -> dict:
     pairs = lake.read_manifest("preference_dataset")
-    return {"sft_dir": str(lake.checkpoint_dir("sft_model")), "pairs_path": pairs["path"],
-            "lineage": dict(_lineage(context, lake), preference_dataset_hash=pairs["content_hash"])}
+    return {"pairs_path": pairs["path"], "lineage": dict(_lineage(context, lake), preference_dataset_hash=pairs["content_hash"])}
 
 
-def model_asset(name: str, cli_stage: str, config_cls: type, inputs: Callable[[dg.AssetExecutionContext, Lake], dict],
+def _sft_and_pairs(context: dg.AssetExecutionContext, lake: Lake, config) -> dict:
+    """What both pair-trained stages (DPO, the reward model) train from: the SFT checkpoint and the ranked pairs."""
+    return {"sft_dir": str(lake.checkpoint_dir("sft_model")), **_pairs(context, lake)}
+
+
+def _rl_inputs(context: dg.AssetExecutionContext, lake: Lake, config: RlConfig) -> dict:
+    """The policy's start (SFT or DPO model, per `start_from`), the reward model, and the prompts of the ranked pairs."""
+    return {"start_dir": str(lake.checkpoint_dir(config.start_from)), "reward_dir": str(lake.checkpoint_dir("reward_model")),
+            **_pairs(context, lake)}
+
+
+def model_asset(name: str, cli_stage: str, config_cls: type, inputs: Callable[[dg.AssetExecutionContext, Lake, object], dict],
                 deps: list, automation_condition: dg.AutomationCondition, description: str) -> dg.AssetsDefinition:
     """An asset that writes the training job (paths + config + lineage) and runs `training.cli <cli_stage>` on it."""
     config_type = dagster_config(config_cls)
@@ -56,8 +69,9 @@ def model_asset(name: str, cli_stage: str, config_cls: type, inputs: Callable[[d
               pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
         for restored in lake.lake.recover():
             context.log.warning(f"restored {restored}: a killed run had left its directory swap half done")
-        job = {**inputs(context, lake.lake), "out_dir": str(lake.lake.checkpoint_dir(name)),
-               "config": config_to_dict(to_library(config, config_cls))}
+        library_config = to_library(config, config_cls)
+        job = {**inputs(context, lake.lake, library_config), "out_dir": str(lake.lake.checkpoint_dir(name)),
+               "config": config_to_dict(library_config)}
         config_from_dict(JOBS[cli_stage], job)  # a malformed job fails here, not in the child
         job_path, error_path = lake.lake.training_job_path(name), lake.lake.training_error_path(name)
         atomic_write_bytes(job_path, json.dumps(job, indent=2, default=str).encode())
@@ -83,31 +97,52 @@ def model_asset(name: str, cli_stage: str, config_cls: type, inputs: Callable[[d
 
 base_model = model_asset(
     "base_model", "pretrain", PretrainConfig, deps=["tokenized_shards", "tokenizer"], automation_condition=WEEKLY,
-    inputs=lambda context, lake: {"shards_dir": str(lake.partition_dir("tokenized_shards")), "lineage": _lineage(context, lake)},
+    inputs=lambda context, lake, config: {"shards_dir": str(lake.partition_dir("tokenized_shards")), "lineage": _lineage(context, lake)},
     description="A Llama-style causal LM pretrained on the token shards; Hugging Face checkpoint with lineage.json.\n\n"
                 "Resumable: model, optimizer, step and RNG are saved every `checkpoint_every` steps, so a retried run "
                 "continues where the killed one stopped.")
 sft_model = model_asset(
     "sft_model", "sft", SftConfig, deps=["base_model", "sft_dataset", "tokenized_shards"], automation_condition=FOLLOW,
-    inputs=lambda context, lake: {
+    inputs=lambda context, lake, config: {
         "base_dir": str(lake.checkpoint_dir("base_model")), "data_path": lake.read_manifest("sft_dataset")["path"],
         "shards_dir": str(lake.partition_dir("tokenized_shards")),
         "lineage": dict(_lineage(context, lake), sft_dataset_hash=lake.read_manifest("sft_dataset")["content_hash"])},
     description="The base model fine-tuned on the chat data: loss on assistant tokens (and end-of-turn) only, packed rows, "
                 "with pretraining windows rehearsed in every batch (`pretrain_mix`) so it keeps what pretraining taught.")
-aligned_model = model_asset(
-    "aligned_model", "dpo", DpoConfig, deps=["sft_model", "preference_dataset"], automation_condition=FOLLOW,
+dpo_model = model_asset(
+    "dpo_model", "dpo", DpoConfig, deps=["sft_model", "preference_dataset"], automation_condition=FOLLOW,
     inputs=_sft_and_pairs,
     description="The SFT model aligned with DPO (sigmoid loss + chosen NLL, frozen SFT reference); held-out reward accuracy "
                 "in metadata.")
+def _reward_inputs(context: dg.AssetExecutionContext, lake: Lake, config) -> dict:
+    """The pair-trained inputs plus the pairs people ranked (human_preferences), when there are any."""
+    inputs = _sft_and_pairs(context, lake, config)
+    if lake.manifest_path("human_preferences").exists() and (human := lake.read_manifest("human_preferences"))["pairs"]:
+        inputs["human_pairs_path"] = human["path"]
+        inputs["lineage"]["human_preferences_hash"] = human["content_hash"]
+    return inputs
+
 
 reward_model = model_asset(
-    "reward_model", "reward", RewardConfig, deps=["sft_model", "preference_dataset"], automation_condition=FOLLOW,
-    inputs=_sft_and_pairs,
-    description="A Bradley-Terry reward model: the SFT transformer with a scalar head, trained on the ranked pairs; held-out "
+    "reward_model", "reward", RewardConfig, deps=["sft_model", "preference_dataset", "human_preferences"], automation_condition=FOLLOW,
+    inputs=_reward_inputs,
+    description="A Bradley-Terry reward model: the SFT transformer with a scalar head, trained on the ranked pairs and the pairs "
+                "people ranked (human_preferences); held-out "
                 "pairwise accuracy (whole prompts held out), reward distributions of chosen vs rejected answers and a "
-                "calibration table in metadata. The reward for RL fine-tuning (no RL stage is built yet).")
+                "calibration table in metadata. The reward `rl_model` optimizes.")
+rl_model = model_asset(
+    "rl_model", "rl", RlConfig, deps=["sft_model", "dpo_model", "reward_model", "preference_dataset"], automation_condition=FOLLOW,
+    inputs=_rl_inputs,
+    description="RLHF: the policy (from the SFT model, or the DPO model with `start_from: dpo_model`) optimized against the "
+                "reward model with RLOO and a KL penalty to where it started. Per-step reward, KL, entropy, answer length and "
+                "clip fraction in the run's logs; held-out reward, KL (against `kl_bound`) and reward-hacking signals in metadata.")
 
 COMMON = dict(group="training", kinds={"python", "json"}, automation_condition=FOLLOW)
 training_assets = [base_model, *stage_assets(SFT_DATASET, **COMMON), sft_model,
-                   *stage_assets(PREFERENCE_DATASET, deps=list(PREFERENCE_DATASET.inputs), **COMMON), aligned_model, reward_model]
+                   *stage_assets(PREFERENCE_DATASET, deps=list(PREFERENCE_DATASET.inputs), **COMMON), dpo_model,
+                   *stage_assets(RANKING_TASKS, deps=list(RANKING_TASKS.inputs), **dict(COMMON, kinds={"python", "labelstudio"})),
+                   *stage_assets(HUMAN_PREFERENCES, deps=list(HUMAN_PREFERENCES.inputs),
+                                 **dict(COMMON, kinds={"python", "labelstudio"})),
+                   reward_model, rl_model,
+                   *stage_assets(ALIGNED, deps=list(ALIGNED.inputs), group="training", kinds={"huggingface"}, automation_condition=FOLLOW,
+                                 freshness_policy=WEEKLY_FRESHNESS)]

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from evaluation.report import MODEL_ORDER
+from evaluation.review import HUMAN_REVIEW, REVIEW_TASKS
 from evaluation.stages import PROMOTED, REPORT, eval_stage
 from evaluation.tasks import BUNDLED_TASKS
 from orchestration.definitions import defs
@@ -20,11 +21,14 @@ from pipelines.curation.stages import curation_stages
 from pipelines.ingest import RAW_CRAWL, SOURCE_STAGES
 from pipelines.tokenize.stages import MIXTURE, SHARDS, TOKENIZER
 from serving.deploy import DEPLOY
+from training.aligned import ALIGNED
 from training.datasets import PREFERENCE_DATASET, SFT_DATASET
 from training.dpo import DpoConfig
+from training.feedback import HUMAN_PREFERENCES, RANKING_TASKS
 from training.gguf_export import GGUF
 from training.pretrain import PretrainConfig
 from training.reward import RewardConfig
+from training.rl import RlConfig
 from training.sft import SftConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,9 +36,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _library_configs() -> dict[str, type]:
     stages = [RAW_CRAWL, *SOURCE_STAGES, *curation_stages(), TOKENIZER, MIXTURE, SHARDS, SFT_DATASET, PREFERENCE_DATASET,
+              ALIGNED, RANKING_TASKS, HUMAN_PREFERENCES, REVIEW_TASKS, HUMAN_REVIEW,
               *(eval_stage(m) for m in MODEL_ORDER), REPORT, PROMOTED, GGUF, DEPLOY]
-    return {**{s.name: s.config for s in stages}, "base_model": PretrainConfig, "sft_model": SftConfig, "aligned_model": DpoConfig,
-            "reward_model": RewardConfig}
+    return {**{s.name: s.config for s in stages}, "base_model": PretrainConfig, "sft_model": SftConfig, "dpo_model": DpoConfig,
+            "reward_model": RewardConfig, "rl_model": RlConfig}
 
 
 def _schema_defaults(config_type) -> dict:

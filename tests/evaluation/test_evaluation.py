@@ -8,16 +8,20 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evaluation.contamination import contamination
-from evaluation.report import build_results, render_markdown, validate_results
+from evaluation.report import MODEL_ORDER, build_results, render_markdown, validate_results
 from evaluation.run import choice_logprobs, evaluate_checkpoint, is_refusal, multiple_choice
 from evaluation.tasks import McItem, bundled_tasks, load_tasks
 from orchestration.defs.evaluation import evaluation_assets
 from orchestration.defs.training import training_assets
 from orchestration.factory import assets_only
 from orchestration.resources import InputsResource, LakeResource
+from pipelines.contract import run_stage
 from pipelines.sample.chat import write_chat_data
+from training.aligned import ALIGNED
 from training.dpo import DpoConfig, DpoJob, run_dpo
 from training.pretrain import PretrainConfig, PretrainJob, run_pretrain
+from training.reward import RewardConfig, RewardJob, run_reward
+from training.rl import RlConfig, RlJob, run_rl
 from training.sft import SftConfig, SftJob, run_sft
 
 SMALL = {"max_generation_items": 8, "max_mc_items": 6}
@@ -25,7 +29,7 @@ SMALL = {"max_generation_items": 8, "max_mc_items": 6}
 
 @pytest.fixture(scope="module")
 def models(token_lake, tmp_path_factory):
-    """Tiny base -> SFT -> aligned checkpoints where the eval assets look for them."""
+    """Tiny base -> SFT -> DPO, reward -> RL checkpoints and the aligned (DPO) model where the eval assets look for them."""
     chat = write_chat_data(tmp_path_factory.mktemp("chat"))
     base = run_pretrain(PretrainJob(shards_dir=str(token_lake.partition_dir("tokenized_shards")),
                                     out_dir=str(token_lake.checkpoint_dir("base_model")),
@@ -33,8 +37,15 @@ def models(token_lake, tmp_path_factory):
     sft = run_sft(SftJob(base_dir=base["path"], data_path=str(chat["sft"]), out_dir=str(token_lake.checkpoint_dir("sft_model")),
                          config=SftConfig(steps=8, batch_size=4), shards_dir=str(token_lake.partition_dir("tokenized_shards"))),
                   log=lambda m: None)
-    run_dpo(DpoJob(sft_dir=sft["path"], pairs_path=str(chat["preferences"]), out_dir=str(token_lake.checkpoint_dir("aligned_model")),
+    pairs = str(chat["preferences"])
+    run_dpo(DpoJob(sft_dir=sft["path"], pairs_path=pairs, out_dir=str(token_lake.checkpoint_dir("dpo_model")),
                    config=DpoConfig(steps=3, batch_size=4)), log=lambda m: None)
+    reward = run_reward(RewardJob(sft_dir=sft["path"], pairs_path=pairs, out_dir=str(token_lake.checkpoint_dir("reward_model")),
+                                  config=RewardConfig(steps=3, batch_size=4)), log=lambda m: None)
+    run_rl(RlJob(start_dir=sft["path"], reward_dir=reward["path"], pairs_path=pairs, out_dir=str(token_lake.checkpoint_dir("rl_model")),
+                 config=RlConfig(steps=2, prompts_per_step=2, samples_per_prompt=2, max_new_tokens=8, heldout_samples=1)),
+           log=lambda m: None)
+    run_stage(ALIGNED, token_lake, log=lambda m: None)
     return token_lake
 
 
@@ -51,7 +62,7 @@ def test_eval_is_deterministic_and_results_match_the_schema(models):
     b = evaluate_checkpoint(ckpt, models.partition_dir("tokenized_shards"), mc, gen)
     assert json.dumps(a["results"], sort_keys=True) == json.dumps(b["results"], sort_keys=True)
     assert a["results"]["validation"]["bits_per_byte,none"] > 0
-    evals = {m: copy.deepcopy(a) for m in ("base_model", "sft_model", "aligned_model")}
+    evals = {m: copy.deepcopy(a) for m in MODEL_ORDER}
     doc = build_results(evals, {m: {"checkpoint": str(ckpt), "checkpoint_hash": "x"} for m in evals})
     assert validate_results(doc) == []
     broken = copy.deepcopy(doc)
@@ -59,7 +70,8 @@ def test_eval_is_deterministic_and_results_match_the_schema(models):
     del broken["models"]["base_model"]
     assert len(validate_results(broken)) == 2
     md1 = render_markdown(doc, "card", {"sft_model": a["samples"]})
-    assert md1 == render_markdown(doc, "card", {"sft_model": a["samples"]}) and "| base_model | sft_model | aligned_model |" in md1
+    assert md1 == render_markdown(doc, "card", {"sft_model": a["samples"]})
+    assert "| base_model | sft_model | dpo_model | rl_model | aligned_model |" in md1
 
 
 def test_multiple_choice_prefers_the_likely_continuation(models):
@@ -101,7 +113,7 @@ def test_user_task_files_and_contamination(models, tmp_path):
 def _run_eval_assets(lake, instance, gates=None):
     resources = {"lake": LakeResource(root=str(lake.root)), "inputs": InputsResource(crawl_dir="x", sources_dir="x"),
                  "pipes_subprocess_client": dg.PipesSubprocessClient()}
-    ops = {f"{m}_eval": {"config": SMALL} for m in ("base_model", "sft_model", "aligned_model")}
+    ops = {f"{m}_eval": {"config": SMALL} for m in MODEL_ORDER}
     if gates:
         ops["eval_report"] = {"config": gates}
     return dg.materialize([*training_assets, *evaluation_assets], selection=assets_only(evaluation_assets), instance=instance,
@@ -114,7 +126,8 @@ def test_gates_pass_then_block_promotion_of_a_worse_model(models, tmp_path):
         assert ok.success and all(e.passed for e in ok.get_asset_check_evaluations())
         assert (models.promoted_dir() / "MODEL_CARD.md").exists()
         report = (models.partition_dir("eval_report") / "report.md").read_text()
-        assert "| base_model | sft_model | aligned_model |" in report and "Crawl partitions" in report
+        assert "| base_model | sft_model | dpo_model | rl_model | aligned_model |" in report and "Crawl partitions" in report
+        assert "The candidate `aligned_model` is `dpo_model` (method `dpo`)" in report
         assert validate_results(json.loads((models.partition_dir("eval_report") / "results.json").read_text())) == []
         assert (models.promoted_dir() / "eval_results.json").exists()  # what the next candidate is compared with
         from huggingface_hub import ModelCard

@@ -47,7 +47,8 @@ def test_freshness_is_declared_where_a_cadence_promises_it():
     windows = {k.to_user_string(): graph.get(k).freshness_policy for k in graph.get_all_asset_keys()
                if graph.get(k).freshness_policy is not None}
     nightly = {f"source_{s}" for s in ("arxiv", "books", "code", "qa", "wiki")}  # sources_refresh_schedule
-    weekly = {"base_model", "sft_model", "aligned_model", "reward_model", "promoted_model", "deployment"}  # the weekly retrain
+    weekly = {"base_model", "sft_model", "dpo_model", "reward_model", "rl_model", "aligned_model", "promoted_model",
+              "deployment"}  # the weekly retrain
     assert set(windows) == nightly | weekly
     assert all(windows[a].fail_window.to_timedelta() == timedelta(hours=48) for a in nightly)
     assert all(windows[a].fail_window.to_timedelta() == timedelta(days=15) for a in weekly)

@@ -13,7 +13,9 @@ from training.plots import INLINE_LIMIT
 
 FAST = {"ops": {"base_model": {"config": {"preset": "test", "max_steps": 6, "eval_every": 3}},
                 "sft_model": {"config": {"steps": 4, "batch_size": 4}},
-                "aligned_model": {"config": {"steps": 3, "batch_size": 4}}, "reward_model": {"config": {"steps": 3, "batch_size": 4}}}}
+                "dpo_model": {"config": {"steps": 3, "batch_size": 4}}, "reward_model": {"config": {"steps": 3, "batch_size": 4}},
+                "rl_model": {"config": {"steps": 2, "prompts_per_step": 2, "samples_per_prompt": 2, "max_new_tokens": 8,
+                                        "heldout_samples": 1}}}}
 
 
 def test_training_assets_run_through_pipes_with_metadata_and_lineage(token_lake, tmp_path):
@@ -30,9 +32,9 @@ def test_training_assets_run_through_pipes_with_metadata_and_lineage(token_lake,
         assert base["loss_curve"].value.startswith("![loss curve](data:image/svg+xml;base64,")
         assert len(base["loss_curve"].value) < INLINE_LIMIT  # the asset page shows it without a click
         assert base["lineage"].value["shards_hash"] == token_lake.read_manifest("tokenized_shards")["content_hash"]
-        aligned = result.asset_materializations_for_node("aligned_model")[0].metadata
-        assert "heldout_reward_accuracy" in aligned
-        ckpt = Path(aligned["checkpoint"].value)
+        dpo = result.asset_materializations_for_node("dpo_model")[0].metadata
+        assert "heldout_reward_accuracy" in dpo
+        ckpt = Path(dpo["checkpoint"].value)
         lineage = json.loads((ckpt / "lineage.json").read_text())
         assert lineage["stage"] == "dpo" and lineage["mixture_weights"] and lineage["preference_dataset_hash"]
         import subprocess
@@ -47,8 +49,16 @@ def test_training_assets_run_through_pipes_with_metadata_and_lineage(token_lake,
         assert reward["calibration"].value.records  # a table, shown on the asset page
         assert json.loads((token_lake.checkpoint_dir("reward_model") / "lineage.json").read_text())["stage"] == "reward"
         assert result.asset_materializations_for_node("sft_dataset")[0].metadata["decontaminated"].value > 0
-        mat = result.asset_materializations_for_node("aligned_model")[0]
+        mat = result.asset_materializations_for_node("dpo_model")[0]
         assert mat.tags["dagster/data_version"] == checkpoint_hash(ckpt)
+        rl = result.asset_materializations_for_node("rl_model")[0].metadata
+        assert {"heldout_reward", "heldout_reward_before", "heldout_kl", "kl_bound", "heldout_reward_length_correlation"} <= set(rl)
+        assert rl["reward_curve"].value.startswith("![reward curve](data:image/svg+xml;base64,")
+        rl_lineage = json.loads((token_lake.checkpoint_dir("rl_model") / "lineage.json").read_text())
+        assert rl_lineage["stage"] == "rl"
+        assert rl_lineage["reference_checkpoint_hash"] == checkpoint_hash(token_lake.checkpoint_dir("sft_model"))  # start_from default
+        aligned = result.asset_materializations_for_node("aligned_model")[0]  # the default method: DPO
+        assert aligned.tags["dagster/data_version"] == checkpoint_hash(ckpt) and aligned.metadata["method"].value == "dpo"
         job = json.loads(token_lake.training_job_path("base_model").read_text())
         assert job["config"] == {"preset": "test", "max_steps": 6, "batch_size": None, "grad_accum": None, "lr": None,
                                  "eval_every": 3, "checkpoint_every": 50, "seed": 0, "compile": False, "device": "auto"}

@@ -15,7 +15,8 @@ def test_lineage_cli_names_the_crawl_files_filters_mixture_and_tokenizer(deploye
     out = subprocess.run([sys.executable, "-m", "evaluation.lineage", "--lake", str(lake.root), "--json"],
                          capture_output=True, text=True, check=True).stdout
     lineage = json.loads(out)
-    assert [c["asset"] for c in lineage["chain"]] == ["aligned_model", "sft_model", "base_model"]
+    assert [c["asset"] for c in lineage["chain"]] == ["dpo_model", "sft_model", "base_model"]  # the aligned model is the DPO variant
+    assert lineage["chain"][0]["alignment_method"] == "dpo"
     for c in lineage["chain"]:  # lineage.json names lake paths relative to the lake root: a moved lake still resolves
         assert str(lake.root) not in (lake.root / c["checkpoint"] / "lineage.json").read_text()
     assert all(c["git_commit"] for c in lineage["chain"])

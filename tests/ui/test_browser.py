@@ -19,14 +19,17 @@ from pathlib import Path
 
 import pytest
 
+from evaluation.report import MODEL_ORDER
+
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-KEY_ASSETS = ("raw_crawl", "curated_web", "tokenized_shards", "base_model", "aligned_model", "eval_report")
+KEY_ASSETS = ("raw_crawl", "curated_web", "tokenized_shards", "base_model", "rl_model", "aligned_model", "eval_report")
 TINY = {"tokenizer": {"vocab_size": 600, "model_max_length": 64}, "tokenized_shards": {"val_fraction": 0.1, "shard_tokens": 4000},
         "base_model": {"preset": "test", "max_steps": 6, "eval_every": 3}, "sft_model": {"steps": 4, "batch_size": 4},
-        "aligned_model": {"steps": 3, "batch_size": 4}, "reward_model": {"steps": 3, "batch_size": 4},
+        "dpo_model": {"steps": 3, "batch_size": 4}, "reward_model": {"steps": 3, "batch_size": 4},
+        "rl_model": {"steps": 2, "prompts_per_step": 2, "samples_per_prompt": 2, "max_new_tokens": 8, "heldout_samples": 1},
         "eval_report": {"max_contamination_rate": 1.0},  # a 40-page sample repeats the eval set's city names
-        **{f"{m}_eval": {"max_generation_items": 8, "max_mc_items": 6} for m in ("base_model", "sft_model", "aligned_model")}}
+        **{f"{m}_eval": {"max_generation_items": 8, "max_mc_items": 6} for m in MODEL_ORDER}}
 
 
 def _free_port() -> int:
@@ -128,22 +131,23 @@ def test_asset_catalog_renders_and_a_materialization_succeeds(dagster_dev, tmp_p
         browser.close()
 
 
-def test_model_and_report_pages_show_the_loss_curve_and_scores_without_a_click(dagster_dev, tmp_path):
-    """The answers are on the page: an <img> of the loss curve on the model page, the score table on the report page."""
+def test_model_and_report_pages_show_the_curves_and_scores_without_a_click(dagster_dev, tmp_path):
+    """The answers are on the page: an <img> of the training curve on the model pages, the score table on the report page."""
     from playwright.sync_api import sync_playwright
 
     shots = Path(os.environ.get("UI_SCREENSHOTS", tmp_path))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1600, "height": 2400})
-        page.goto(f"{dagster_dev['url']}/assets/aligned_model", wait_until="domcontentloaded", timeout=120_000)
-        curve = page.locator("img[alt='loss curve']").first
-        curve.wait_for(timeout=120_000)
-        assert curve.evaluate("img => img.complete && img.naturalWidth > 0")  # the SVG decoded and drew
-        page.screenshot(path=str(shots / "aligned_model.png"), full_page=True)
+        for model, curve in (("dpo_model", "loss curve"), ("rl_model", "reward curve")):
+            page.goto(f"{dagster_dev['url']}/assets/{model}", wait_until="domcontentloaded", timeout=120_000)
+            image = page.locator(f"img[alt='{curve}']").first
+            image.wait_for(timeout=120_000)
+            assert image.evaluate("img => img.complete && img.naturalWidth > 0")  # the SVG decoded and drew
+            page.screenshot(path=str(shots / f"{model}.png"), full_page=True)
         page.goto(f"{dagster_dev['url']}/assets/eval_report", wait_until="domcontentloaded", timeout=120_000)
         page.get_by_text("instruction following", exact=True).first.wait_for(timeout=120_000)
-        for model in ("base_model", "sft_model", "aligned_model"):
+        for model in MODEL_ORDER:
             assert page.get_by_text(model, exact=True).count() >= 1
         page.screenshot(path=str(shots / "eval_report.png"), full_page=True)
         browser.close()
