@@ -41,9 +41,14 @@ class LabelStudio:
         return response.json() if response.content else None
 
     def project_by_title(self, title: str) -> dict | None:
-        page = self._call("GET", "/api/projects", params={"title": title, "page_size": 100})
-        projects = page["results"] if isinstance(page, dict) else page
-        return next((p for p in projects if p["title"] == title), None)
+        page_number = 1
+        while True:
+            page = self._call("GET", "/api/projects", params={"title": title, "page": page_number, "page_size": 100})
+            projects = page["results"] if isinstance(page, dict) else page
+            found = next((p for p in projects if p["title"] == title), None)
+            if found or not isinstance(page, dict) or not page.get("next"):
+                return found
+            page_number += 1
 
     def create_project(self, title: str, label_config: str, description: str = "", maximum_annotations: int = 1) -> dict:
         return self._call("POST", "/api/projects", json={"title": title, "label_config": label_config, "description": description,

@@ -1,5 +1,8 @@
 """One lake per session built like `make demo` (same stages, default configs, the test sample),
-ending in the `deployment` asset: a local server on 127.0.0.1 serving the promoted model."""
+ending in the `deployment` asset: a local server on 127.0.0.1 serving the promoted model.
+
+The RL variant is not the promoted (DPO) one, so it trains and is evaluated briefly here: the RL
+tests and the demo cover it at full size."""
 
 import dagster as dg
 import pytest
@@ -18,6 +21,8 @@ from pipelines.sample.chat import write_chat_data
 from serving.process import free_port, stop_server
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+BRIEF_RL = {"rl_model": {"steps": 4, "prompts_per_step": 4, "heldout_samples": 2},
+            "rl_model_eval": {"max_generation_items": 8, "max_mc_items": 6}}
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +45,10 @@ def deployed(sample_dir, tmp_path_factory):
                                   run_config=QUIET).success
         assert dg.materialize(source_defs, instance=instance, resources=resources, run_config=QUIET).success
         for group in (token_assets, training_assets, evaluation_assets):
+            names = {a.key.to_user_string() for a in assets_only(group)}
+            ops = {name: {"config": config} for name, config in BRIEF_RL.items() if name in names}
             assert dg.materialize(everything, selection=assets_only(group), instance=instance, resources=resources,
-                                  run_config=QUIET).success
+                                  run_config={**QUIET, "ops": ops}).success
         port = free_port()
         result = dg.materialize(everything, selection=assets_only(deployment_assets), instance=instance, resources=resources,
                                 run_config={**QUIET, "ops": {"deployment": {"config": {"serve": {"port": port, "reload_poll_s": 0.2}}}}})
