@@ -256,7 +256,7 @@ def run_rl(job: RlJob, log=print) -> dict:
         record = {"step": step + 1, **rl.step([train[i] for i in idx], c.seed * 1_000_003 + step, optimizer)}
         if (step + 1) % max(1, c.steps // 4) == 0 or step + 1 == c.steps:  # held-out sampling costs a few steps' time
             record.update({f"val_{k}": v for k, v in rl.heldout(held).items()})
-            log(record)
+        log(record)  # every step: reward, KL, entropy, length, clip fraction stream into the run's logs
         history.append(record)
     after = {k[4:]: v for k, v in history[-1].items() if k.startswith("val_")}
     metrics = {"heldout_reward_before": before["reward"], "heldout_reward": after["reward"], "heldout_kl": after["kl"],
