@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipelines.contract import Stage, StageContext, config_to_dict, param, require
 from pipelines.lake import atomic_write_bytes, file_hash
-from training.feedback import label_studio_client
+from training.feedback import label_studio_client, read_annotations
 
 VERDICT = "verdict"
 LABEL_CONFIG = f"""<View>
@@ -78,13 +78,8 @@ def build_review_tasks(ctx: StageContext, cfg: ReviewTasksConfig) -> dict:
                 "content_hash": file_hash(out / "pairs.json"), "label_studio": None, "config": config_to_dict(cfg)}
     client = label_studio_client()
     if client is not None and tasks:
-        title = f"{cfg.project_title} ({hashes[cfg.candidate][:8]} vs {hashes[cfg.baseline][:8]})"
-        project = client.project_by_title(title)
-        if project is None:
-            project = client.create_project(title, LABEL_CONFIG, description="Blind A/B review of two models' answers")
-            client.import_tasks(project["id"], tasks)
-        manifest["label_studio"] = {"url": client.url, "project_id": project["id"], "title": title,
-                                    "project_url": f"{client.url}/projects/{project['id']}"}
+        manifest["label_studio"] = client.publish(f"{cfg.project_title} ({hashes[cfg.candidate][:8]} vs {hashes[cfg.baseline][:8]})",
+                                                  LABEL_CONFIG, tasks, description="Blind A/B review of two models' answers")
     lake.write_manifest("review_tasks", None, manifest)
     return manifest
 
@@ -102,24 +97,15 @@ def verdicts_from_export(tasks: list[dict]) -> tuple[list[dict], list[str]]:
     return verdicts, skipped
 
 
+def _verdict_row(row: dict) -> dict | None:
+    if not isinstance(row.get("pair"), int) or row.get("verdict") not in ("A", "B", "Tie"):
+        return None
+    return {"pair": row["pair"], "verdict": row["verdict"], "annotator": str(row.get("annotator")), "created_at": row.get("created_at")}
+
+
 def read_verdicts(path: Path) -> tuple[list[dict], list[str]]:
-    text = path.read_text()
-    if text.lstrip().startswith("["):
-        return verdicts_from_export(json.loads(text))
-    verdicts, skipped = [], []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = {}
-        if isinstance(row.get("pair"), int) and row.get("verdict") in ("A", "B", "Tie"):
-            verdicts.append({"pair": row["pair"], "verdict": row["verdict"], "annotator": str(row.get("annotator")),
-                             "created_at": row.get("created_at")})
-        else:
-            skipped.append(f"{path}:{n}: needs an integer `pair` and a `verdict` of A, B or Tie")
-    return verdicts, skipped
+    """Verdicts from JSONL rows `{"pair", "verdict", "annotator"}` or a Label Studio JSON export."""
+    return read_annotations(path, verdicts_from_export, _verdict_row, "needs an integer `pair` and a `verdict` of A, B or Tie")
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -34,30 +34,30 @@ class AlignConfig:
                                                                    "(RL from the DPO model; set rl_model's start_from to dpo_model)")
 
 
-def chosen_checkpoint(lake: Lake, method: str) -> tuple[str, Path]:
-    """The trained variant `method` names, after checking it was trained the way the method says."""
+def chosen_checkpoint(lake: Lake, method: str) -> tuple[str, Path, dict]:
+    """The trained variant `method` names (asset, checkpoint, lineage), after checking it was trained the way the method says."""
     asset, start = METHODS[method]
     src = lake.checkpoint_dir(asset)
     if not (src / "lineage.json").exists():
         raise FileNotFoundError(f"method {method!r} needs {asset}, which has not been materialized ({src} is missing)")
+    lineage = json.loads((src / "lineage.json").read_text())
     if start is not None:
-        started = json.loads((src / "lineage.json").read_text()).get("reference_checkpoint_hash")
+        started = lineage.get("reference_checkpoint_hash")
         expected = checkpoint_hash(lake.checkpoint_dir(start))
         if started != expected:
             other = next(m for m, (a, s) in METHODS.items() if a == asset and s != start)
             raise ValueError(f"method {method!r} needs rl_model trained from {start}, but the current rl_model started from another "
                              f"checkpoint ({str(started)[:12]}, as method {other!r} does); rematerialize rl_model with "
                              f"start_from={start!r}, or choose method {other!r}")
-    return asset, src
+    return asset, src, lineage
 
 
 def select_aligned(ctx: StageContext, cfg: AlignConfig) -> dict:
     lake = ctx.lake
-    asset, src = chosen_checkpoint(lake, cfg.method)
+    asset, src, lineage = chosen_checkpoint(lake, cfg.method)
     out = lake.checkpoint_dir("aligned_model")
     with atomic_directory(out) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
-        lineage = json.loads((src / "lineage.json").read_text())
         (tmp / "lineage.json").write_text(json.dumps(dict(lineage, alignment_method=cfg.method, selected_from=asset),
                                                      indent=2, sort_keys=True))
     manifest = {"asset": "aligned_model", "path": str(out), "method": cfg.method, "selected_from": asset,

@@ -103,14 +103,9 @@ def build_ranking_tasks(ctx: StageContext, cfg: RankingTasksConfig) -> dict:
                 "label_studio": None, "config": config_to_dict(cfg)}
     client = label_studio_client()
     if client is not None:
-        title = f"{cfg.project_title} ({model_hash[:8]})"
-        project = client.project_by_title(title)
-        if project is None:
-            project = client.create_project(title, LABEL_CONFIG, description=f"Answers of SFT checkpoint {model_hash}")
-            client.import_tasks(project["id"], tasks)
-        manifest["label_studio"] = {"url": client.url, "project_id": project["id"], "title": title,
-                                    "project_url": f"{client.url}/projects/{project['id']}"}
-        ctx.log(f"{len(tasks)} ranking tasks in Label Studio project {title!r}: {client.url}/projects/{project['id']}")
+        project = manifest["label_studio"] = client.publish(f"{cfg.project_title} ({model_hash[:8]})", LABEL_CONFIG, tasks,
+                                                            description=f"Answers of SFT checkpoint {model_hash}")
+        ctx.log(f"{len(tasks)} ranking tasks in Label Studio project {project['title']!r}: {project['project_url']}")
     else:
         ctx.log(f"no LABEL_STUDIO_URL: import {out} into Label Studio by hand, or hand rankings to human_preferences as JSONL")
     lake.write_manifest("ranking_tasks", None, manifest)
@@ -137,12 +132,13 @@ def rankings_from_export(tasks: list[dict]) -> tuple[list[dict], list[str]]:
     return rankings, skipped
 
 
-def read_rankings(path: Path) -> tuple[list[dict], list[str]]:
-    """Rankings from a JSONL of rankings (the format above) or a Label Studio JSON export."""
+def read_annotations(path: Path, from_export, from_row, needs: str) -> tuple[list[dict], list[str]]:
+    """Records from a Label Studio JSON export (`from_export`), or JSONL whose lines are exported tasks or plain rows
+    (`from_row` gives the record, or None when the row lacks what `needs` says), and why any line was skipped."""
     text = path.read_text()
     if text.lstrip().startswith("["):
-        return rankings_from_export(json.loads(text))
-    rankings, skipped = [], []
+        return from_export(json.loads(text))
+    records, skipped = [], []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -151,17 +147,30 @@ def read_rankings(path: Path) -> tuple[list[dict], list[str]]:
         except json.JSONDecodeError as exc:
             skipped.append(f"{path}:{n}: not JSON ({exc.msg})")
             continue
-        if "annotations" in row and "data" in row:  # one exported task per line
-            more, why = rankings_from_export([row])
-            rankings += more
+        if isinstance(row, dict) and "annotations" in row and "data" in row:  # one exported task per line
+            more, why = from_export([row])
+            records += more
             skipped += why
-        elif isinstance(row.get("prompt"), str) and isinstance(row.get("ranking"), list) and len(row["ranking"]) >= 2 \
-                and all(isinstance(a, str) and a.strip() for a in row["ranking"]):
-            rankings.append({"prompt": row["prompt"], "ranking": row["ranking"], "annotator": str(row.get("annotator")),
-                             "created_at": row.get("created_at"), "lead_time": row.get("lead_time"), "task": row.get("task")})
+        elif isinstance(row, dict) and (record := from_row(row)) is not None:
+            records.append(record)
         else:
-            skipped.append(f"{path}:{n}: needs `prompt` and a `ranking` list of at least two non-empty answers, best first")
-    return rankings, skipped
+            skipped.append(f"{path}:{n}: {needs}")
+    return records, skipped
+
+
+def _ranking_row(row: dict) -> dict | None:
+    ranking = row.get("ranking")
+    if not isinstance(row.get("prompt"), str) or not isinstance(ranking, list) or len(ranking) < 2 \
+            or not all(isinstance(a, str) and a.strip() for a in ranking):
+        return None
+    return {"prompt": row["prompt"], "ranking": ranking, "annotator": str(row.get("annotator")), "created_at": row.get("created_at"),
+            "lead_time": row.get("lead_time"), "task": row.get("task")}
+
+
+def read_rankings(path: Path) -> tuple[list[dict], list[str]]:
+    """Rankings from a JSONL of rankings (the format above) or a Label Studio JSON export."""
+    return read_annotations(path, rankings_from_export, _ranking_row,
+                            "needs `prompt` and a `ranking` list of at least two non-empty answers, best first")
 
 
 def ranking_pairs(ranking: dict) -> list[dict]:

@@ -54,6 +54,15 @@ class LabelStudio:
         return self._call("POST", "/api/projects", json={"title": title, "label_config": label_config, "description": description,
                                                          "maximum_annotations": maximum_annotations})
 
+    def publish(self, title: str, label_config: str, tasks: list[dict], description: str = "") -> dict:
+        """The project called `title`, created with `tasks` imported if it does not exist yet (a rerun imports nothing twice);
+        returns where it is, as the tasks assets record it."""
+        project = self.project_by_title(title)
+        if project is None:
+            project = self.create_project(title, label_config, description=description)
+            self.import_tasks(project["id"], tasks)
+        return {"url": self.url, "project_id": project["id"], "title": title, "project_url": f"{self.url}/projects/{project['id']}"}
+
     def project(self, project_id: int) -> dict:
         """The project with its counters (`task_number`, `total_annotations_number`, `num_tasks_with_annotations`...)."""
         return self._call("GET", f"/api/projects/{project_id}")

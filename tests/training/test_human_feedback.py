@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from evaluation.review import VERDICT, review_markdown, wilson_interval, win_rate
+from evaluation.review import VERDICT, read_verdicts, review_markdown, wilson_interval, win_rate
 from orchestration.defs.evaluation import evaluation_assets
 from orchestration.defs.sensors import human_rankings_sensor, human_review_sensor
 from orchestration.defs.training import training_assets
@@ -154,6 +154,15 @@ def test_wilson_interval_and_win_rate_by_hand():
     m = win_rate(verdicts, pairs, "cand")  # a win (A = cand), a loss (A = base), a tie; pair 9 is not ours
     assert (m["wins"], m["losses"], m["ties"], m["judgements"]) == (1, 1, 1, 3) and m["win_rate"] == 0.5
     assert (m["ci95_low"], m["ci95_high"]) == wilson_interval(1.5, 3)
+
+
+def test_verdicts_read_from_jsonl_count_what_they_skip(tmp_path):
+    path = tmp_path / "verdicts.jsonl"
+    path.write_text(json.dumps({"pair": 0, "verdict": "B", "annotator": "r1"}) + "\n" + json.dumps({"pair": "0", "verdict": "A"})
+                    + "\n[1, 2]\n")
+    verdicts, skipped = read_verdicts(path)
+    assert verdicts == [{"pair": 0, "verdict": "B", "annotator": "r1", "created_at": None}]
+    assert len(skipped) == 2 and "verdicts.jsonl:2: needs an integer `pair`" in skipped[0]
 
 
 def test_blind_ab_review_in_label_studio_gives_a_win_rate(label_studio, tmp_path, monkeypatch):
