@@ -58,6 +58,7 @@ ui: setup $(DAGSTER_HOME)/dagster.yaml  ## the Dagster web UI (and daemon) on ht
 bench: $(VENV)/.bench-installed  ## benchmarks: ours vs the reference tools, side by side
 	$(BIN)/python -m benchmarks.ingest_bench
 	$(BIN)/python -m benchmarks.curation_bench
+	$(BIN)/python -m benchmarks.dedup_scaling
 	$(BIN)/python -m benchmarks.tokenize_bench
 	$(BIN)/python -m benchmarks.train_bench
 	$(BIN)/python -m benchmarks.reliability_bench

@@ -4,7 +4,7 @@ Each case runs in its own subprocess on one core, so wall time is per-core time 
 peak RSS is the case's own. Cases:
 
   signatures  ours (batched numpy)  vs  datasketch MinHash.update per shingle  vs  datatrove MinhashDedupSignature
-  dedup       ours (signatures + Parquet/DuckDB index + union-find)  vs  datasketch MinHashLSH
+  dedup       ours (signatures + run-file index + union-find)  vs  datasketch MinHashLSH
               vs  datatrove's 4 MinHash stages (signature, buckets, cluster, filter)
   curation    ours (language ID, PII, toxicity, quality tags + filter)  vs  datatrove
               (LanguageFilter, Gopher repetition + quality, C4, FineWeb filters, PIIFormatter)

@@ -7,7 +7,7 @@ Layout (documented in README):
     <LAKE_DIR>/<asset>/_all/...                          unpartitioned assets
     <LAKE_DIR>/catalog.duckdb                            one view per asset (read-only use)
     <LAKE_DIR>/rejection_ledger/<stage>/<partition>/...  every removed document, with its reason
-    <LAKE_DIR>/dedup_index/                              the incremental MinHash/exact index
+    <LAKE_DIR>/dedup_index/index.sqlite                  the MinHash/exact index (B-trees keyed by band key)
     <LAKE_DIR>/models/<model>/checkpoint/                Hugging Face checkpoints (+ lineage.json)
     <LAKE_DIR>/models/promoted/                          the promoted checkpoint and its model card
     <LAKE_DIR>/models/registry/<version>/                every promoted version served (+ CURRENT pointer)
@@ -111,15 +111,6 @@ def recover_swaps(parent: Path) -> list[str]:
         with exclusive(parent / f".{name}.lock"):
             if _finish_swap(parent / name):
                 restored.append(name)
-    return restored
-    for old in sorted(Path(parent).glob(".*.old")):
-        name = old.name[1:].rsplit(".", 2)[0]
-        final = old.parent / name
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.rename(final)
-            restored.append(name)
     return restored
 
 
@@ -345,7 +336,7 @@ class Lake:
     def recover(self) -> list[str]:
         """Finish every directory swap a kill interrupted (see `recover_swaps`); run before a stage."""
         models = self.promoted_dir().parent
-        parents = [self.dedup_index_dir(), models, *(p for p in self.root.glob("*") if p.is_dir()),
+        parents = [models, *(p for p in self.root.glob("*") if p.is_dir()),
                    *(p for p in models.glob("*") if p.is_dir())]
         return [name for parent in parents for name in recover_swaps(parent)]
 

@@ -14,6 +14,7 @@ come from a seed, so every worker and every run computes identical signatures.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -79,6 +80,7 @@ def shingle_hashes(text: str, n: int) -> np.ndarray:
     return np.unique(h)
 
 
+@functools.lru_cache(maxsize=64)  # a pure function that every partition's hasher asks for
 def lsh_params(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
     """(bands, rows) with bands*rows <= num_perm minimizing weighted false positive/negative mass.
 

@@ -139,7 +139,7 @@ def _no_exact_duplicates(lake: Lake, manifest: dict) -> CheckResult:
 DEDUP = Stage(
     name="deduped", config=DedupConfig, run=dedup_partition, inputs=("raw_crawl",), partitioned=True,
     description="raw_crawl minus exact and near duplicates, against this file and every file ingested before it.\n\n"
-                "Signatures and LSH band keys go into `dedup_index/` (Parquet, matched with DuckDB joins); each cluster "
+                "Signatures and keys go into `dedup_index/` (sorted run files, a binary search per key); each cluster "
                 "keeps its earliest document (file order, then position). Removed documents are in the rejection ledger "
                 "with the survivor's id and the estimated Jaccard.",
     checks=(Check("no_exact_duplicates", "No two kept documents share a normalized-text hash.", _no_exact_duplicates),),

@@ -129,3 +129,19 @@ def test_a_page_in_its_warc_and_its_wet_is_one_document(sample_dir, tmp_path):
     assert con.execute("SELECT count(*) FROM (SELECT id FROM deduped GROUP BY id HAVING count(*) > 1)").fetchone()[0] == 0
     paired = con.execute(f"SELECT count(*) FROM rejection_ledger WHERE partition = '{wet}' AND reason = 'same_document'").fetchone()[0]
     assert paired > 0
+
+
+def test_a_rerun_after_merges_removes_its_old_entries_from_every_run(tmp_path):
+    from pipelines.curation.dedup import MERGE_FANOUT
+
+    index, config = DedupIndex(tmp_path), DedupConfig()
+    _, texts, _ = _cluster_docs(MERGE_FANOUT + 2, 1, seed=4)  # one unique text per partition
+    for k, text in enumerate(texts):
+        index.deduplicate(f"p{k}", [f"p{k}-0"], [text], config)
+    assert any(len(run["seqs"]) == MERGE_FANOUT for run in index.manifest()["runs"])  # p0..p3 were merged into one run
+    replacement = _cluster_docs(1, 1, seed=5)[1][0]
+    index.deduplicate("p1", ["p1-new"], [replacement], config)  # p1's file changed
+    late = index.deduplicate("late", ["late-old", "late-new"], [texts[1], replacement], config)
+    assert list(late.keep) == [True, False]  # p1's old text is no longer indexed; its new one is
+    assert late.dup_of[1] == "p1-new"
+    assert sum(len(run["seqs"]) for run in index.manifest()["runs"]) == len(texts) + 1

@@ -1,0 +1,129 @@
+"""Batch dedup of a whole snapshot: the decisions `DedupIndex.deduplicate` makes over the partitions
+in the given order, computed in three parallel steps instead of one partition after another.
+
+1. signatures: a process pool hashes each partition (MinHash, band keys, text hash) into Parquet
+   files in a scratch directory (files, not pickles, carry the arrays between processes);
+2. shuffle by key: DuckDB groups every band key, text hash and id of the snapshot (out of core, on
+   all cores) and links each node to the earliest node of its group. That is the link the
+   incremental index finds: a group's earliest node precedes every other member;
+3. components: the pool resolves each partition's links with `dedup.resolve`. Partitions are
+   independent because a decision follows only the links of the partition's own documents
+   (earlier partitions are never changed retroactively).
+
+The index is then written (files first, the manifest last), so incremental runs go on from the snapshot.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.curation.dedup import DedupConfig, DedupIndex, DedupResult, Link, node_of, partition_keys, resolve, seq_range, text_hash
+from pipelines.lake import sql_string
+from pipelines.parallel import default_workers
+
+LINKS_SQL = """
+WITH docs AS (
+    SELECT node, id, signature, min(node) OVER (PARTITION BY text_hash) AS first_hash,
+           min(node) OVER (PARTITION BY id) AS first_id FROM read_parquet({docs})),
+  key_links AS (
+    SELECT node, first_hash AS target, 'exact' AS kind FROM docs WHERE node <> first_hash
+    UNION ALL SELECT node, first_id, 'same' FROM docs WHERE node <> first_id),
+  bucket_links AS (
+    SELECT DISTINCT node, first AS target, 'lsh' AS kind
+    FROM (SELECT node, min(node) OVER (PARTITION BY band, key) AS first FROM read_parquet({bands}))
+    WHERE node <> first)
+SELECT l.node, l.target, l.kind, t.id AS target_id, t.signature AS target_signature
+FROM (SELECT * FROM key_links UNION ALL SELECT * FROM bucket_links) l JOIN docs t ON t.node = l.target
+ORDER BY l.node, l.target, l.kind
+"""
+
+
+def _hash_partition(job: tuple[int, str, Path, DedupConfig, Path]) -> None:
+    seq, _, source, config, scratch = job
+    table = pq.read_table(source, columns=["id", "text"])
+    ids, texts = table.column("id").to_pylist(), table.column("text").to_pylist()
+    hasher = config.hasher()
+    sigs = hasher.signatures(texts)
+    nodes = np.arange(len(ids), dtype=np.int64) + node_of(seq, 0)
+    width = hasher.num_perm * 4
+    pq.write_table(pa.table({"node": nodes, "id": pa.array(ids, pa.string()),
+                             "text_hash": pa.array([text_hash(t) for t in texts], pa.string()),
+                             "signature": pa.array([s.tobytes() for s in sigs], pa.binary(width))}),
+                   scratch / "docs" / f"{seq}.parquet")
+    keys = hasher.band_keys(sigs).view(np.int64)
+    pq.write_table(pa.table({"band": np.tile(np.arange(hasher.bands, dtype=np.int16), len(ids)), "key": keys.reshape(-1),
+                             "node": np.repeat(nodes, hasher.bands)}), scratch / "bands" / f"{seq}.parquet")
+
+
+def _signatures(docs: pa.Table, num_perm: int) -> np.ndarray:
+    return np.frombuffer(b"".join(docs.column("signature").to_pylist()), dtype=np.uint32).reshape(docs.num_rows, num_perm)
+
+
+def _resolve_partition(job: tuple[int, str, Path, DedupConfig, Path]) -> None:
+    seq, _, _, config, scratch = job
+    own = pq.read_table(scratch / "docs" / f"{seq}.parquet", columns=["id", "signature"])
+    ids = own.column("id").to_pylist()
+    sigs = _signatures(own, config.num_perm)
+    lo, hi = seq_range(seq)
+    rows = pq.read_table(scratch / "links.parquet", filters=[("node", ">=", lo), ("node", "<=", hi)]).to_pylist()
+    links = [Link(r["node"], r["target"], r["kind"]) for r in rows]
+    targets = {r["target"]: (r["target_id"], np.frombuffer(r["target_signature"], dtype=np.uint32)) for r in rows if r["target"] < lo}
+    res = resolve(seq, ids, sigs, links, targets, config)
+    pq.write_table(pa.table({"keep": res.keep, "reason": pa.array(res.reason, pa.string()), "dup_of": pa.array(res.dup_of, pa.string()),
+                             "score": pa.array(res.score, pa.float64()), "cluster": pa.array(res.cluster, pa.string())})
+                   .replace_schema_metadata({"candidate_pairs": str(res.candidate_pairs), "verified_pairs": str(res.verified_pairs)}),
+                   scratch / "decisions" / f"{seq}.parquet")
+
+
+def _read_result(path: Path, seq: int) -> DedupResult:
+    table = pq.read_table(path)
+    meta = table.schema.metadata
+    return DedupResult(keep=np.asarray(table.column("keep").to_pylist(), dtype=bool), reason=table.column("reason").to_pylist(),
+                       dup_of=table.column("dup_of").to_pylist(), score=table.column("score").to_pylist(),
+                       cluster=table.column("cluster").to_pylist(), seq=seq,
+                       candidate_pairs=int(meta[b"candidate_pairs"]), verified_pairs=int(meta[b"verified_pairs"]))
+
+
+def batch_deduplicate(index: DedupIndex, partitions: Sequence[tuple[str, Path]], config: DedupConfig,
+                      workers: int | None = None) -> dict[str, DedupResult]:
+    """Dedup `partitions` (name, Parquet file with `id` and `text`), in this order, into an empty index."""
+    names = [name for name, _ in partitions]
+    if len(set(names)) != len(names):
+        raise ValueError("batch dedup got a partition twice; list each crawl file once, in ingest order")
+    hasher = config.hasher()
+    workers = max(1, min(workers or default_workers(), len(partitions)))
+    with index.locked():
+        if index.registry():
+            raise ValueError(f"{index.root} already holds partitions: batch mode builds a new index (move it aside), "
+                             "and partitions after a snapshot go through the incremental DedupIndex.deduplicate")
+        index.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".batch-", dir=index.root) as tmp:
+            scratch = Path(tmp)
+            for sub in ("docs", "bands", "decisions"):
+                (scratch / sub).mkdir()
+            jobs = [(seq, name, Path(path), config, scratch) for seq, (name, path) in enumerate(partitions)]
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
+                list(pool.map(_hash_partition, jobs))
+                con = duckdb.connect(config={"temp_directory": str(scratch / "spill")})
+                sql = LINKS_SQL.format(bands=sql_string(str(scratch / "bands" / "*.parquet")),
+                                       docs=sql_string(str(scratch / "docs" / "*.parquet")))
+                con.execute(f"COPY ({sql}) TO {sql_string(str(scratch / 'links.parquet'))} (FORMAT parquet, ROW_GROUP_SIZE 65536)")
+                con.close()
+                list(pool.map(_resolve_partition, jobs))
+            manifest = index.manifest()
+            index.check_lsh(manifest, hasher)
+            for seq, name, *_ in jobs:
+                own = pq.read_table(scratch / "docs" / f"{seq}.parquet")
+                ids, hashes, sigs = own.column("id").to_pylist(), own.column("text_hash").to_pylist(), _signatures(own, config.num_perm)
+                index.add(manifest, name, seq, ids, hashes, sigs, partition_keys(hasher, seq, ids, hashes, sigs))
+            index.commit(manifest)
+            return {name: _read_result(scratch / "decisions" / f"{seq}.parquet", seq) for seq, name, *_ in jobs}
