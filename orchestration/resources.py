@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
 
 from pipelines.contract import Inputs
+from pipelines.ingest.remote import CrawlListing
 from pipelines.lake import Lake
 from pipelines.settings import setting_path
 
@@ -22,11 +24,20 @@ class LakeResource(dg.ConfigurableResource):
 
 
 class InputsResource(dg.ConfigurableResource):
-    """Input locations: the crawl directory the sensor watches, and the source corpora."""
+    """Input locations: the crawl directory the sensor watches, a snapshot's crawl listing, and the source corpora."""
 
     crawl_dir: str
     sources_dir: str
     chat_dir: str = ""
+    crawl_listing: str = ""  # CRAWL_LISTING: warc.paths(.gz), local or http(s)://; see pipelines.ingest.remote.CrawlListing
+    crawl_base_url: str = ""  # CRAWL_BASE_URL: where the listed paths live, e.g. https://data.commoncrawl.org/
+    crawl_sample: str = "all"  # CRAWL_SAMPLE: all | first:N | random:N:SEED | shard:I/K
+
+    @property
+    def listing(self) -> CrawlListing | None:
+        if not self.crawl_listing:
+            return None
+        return CrawlListing(listing=self.crawl_listing, base_url=self.crawl_base_url, sample=self.crawl_sample)
 
     @property
     def chat_path(self) -> Path:
@@ -34,7 +45,7 @@ class InputsResource(dg.ConfigurableResource):
 
     @property
     def inputs(self) -> Inputs:
-        return Inputs(crawl_dir=self.crawl_path, sources_dir=self.sources_path, chat_dir=self.chat_path)
+        return Inputs(crawl_dir=self.crawl_path, sources_dir=self.sources_path, chat_dir=self.chat_path, crawl_listing=self.listing)
 
     @property
     def crawl_path(self) -> Path:
@@ -49,6 +60,8 @@ def default_resources() -> dict:
     return {
         "lake": LakeResource(root=str(setting_path("LAKE_DIR"))),
         "inputs": InputsResource(crawl_dir=str(setting_path("CRAWL_DIR")), sources_dir=str(setting_path("SOURCES_DIR")),
-                                 chat_dir=str(setting_path("CHAT_DIR"))),
+                                 chat_dir=str(setting_path("CHAT_DIR")), crawl_listing=os.environ.get("CRAWL_LISTING", ""),
+                                 crawl_base_url=os.environ.get("CRAWL_BASE_URL", ""),
+                                 crawl_sample=os.environ.get("CRAWL_SAMPLE", "all")),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }

@@ -23,9 +23,12 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from pipelines.lake import Lake
+
+if TYPE_CHECKING:
+    from pipelines.ingest.remote import CrawlListing
 
 _DOC = "doc"
 
@@ -141,6 +144,7 @@ class Inputs:
     crawl_dir: Path
     sources_dir: Path
     chat_dir: Path
+    crawl_listing: CrawlListing | None = None  # a snapshot's file list and base URL, for crawl files not in crawl_dir
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ CRAWL_DIR    directory watched for WARC/WET files (recursively)         default 
 SOURCES_DIR  one sub-directory per non-web source (books, code, ...)    default ./data/sample/sources
 CHAT_DIR     sft.jsonl, preferences.jsonl, eval_prompts.jsonl             default ./data/sample/chat
 REALDATA_DIR public real data for quality figures (tests/benchmarks skip without it)  default ../shared/realdata
+CRAWL_LISTING, CRAWL_BASE_URL, CRAWL_SAMPLE  a snapshot's warc.paths(.gz), its base URL, the sample of it
+             (pipelines.ingest.remote.CrawlListing; read in orchestration.resources)
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param, require
+from pipelines.ingest.remote import CrawlListing, HttpRangeReader
 from pipelines.ingest.sources import ingest_source
 from pipelines.ingest.warc import IngestStats, ingest_warc
 from pipelines.lake import Lake, file_hash
@@ -60,17 +61,30 @@ def write_documents(lake: Lake, asset: str, partition_key: str | None, batches, 
 
 
 def ingest_crawl_file(lake: Lake, crawl_dir: Path, partition_key: str, progress=None,
-                      config: CrawlIngestConfig = CrawlIngestConfig()) -> dict:
-    """Ingest `crawl_dir/partition_key` into the `raw_crawl` asset; returns its manifest."""
+                      config: CrawlIngestConfig = CrawlIngestConfig(), listing: CrawlListing | None = None) -> dict:
+    """Ingest one crawl file into the `raw_crawl` asset; returns its manifest.
+
+    The key names a file under `crawl_dir` or, when there is none and a listing with a base URL is
+    configured, the file at `listing.url(key)`, streamed by HTTP ranges."""
     root = Path(crawl_dir).resolve()
     path = (root / partition_key).resolve()
     if not path.is_relative_to(root):
         raise ValueError(f"partition key {partition_key!r} points outside CRAWL_DIR ({root}); keys are paths relative to it")
+    stats = IngestStats()
+    limits = {"extractor": config.extractor, "min_text_chars": config.min_text_chars,
+              "max_record_bytes": int(config.max_record_mb * (1 << 20))}
+    if not path.is_file() and listing is not None and listing.base_url:
+        with HttpRangeReader(listing.url(partition_key), listing) as remote:
+            inputs = {"url": remote.url, "size": remote.size, "etag": remote.etag, "last_modified": remote.last_modified}
+
+            def batches():
+                yield from ingest_warc(remote, partition_key, stats=stats, progress=progress, **limits)
+                inputs["reconnects"] = remote.reconnects  # dropped connections resumed mid-file
+
+            return write_documents(lake, "raw_crawl", partition_key, batches(), stats, inputs, config)
     if not path.is_file():
         raise FileNotFoundError(f"crawl file {path} not found: is CRAWL_DIR ({crawl_dir}) right, or was the file moved?")
-    stats = IngestStats()
-    batches = ingest_warc(path, partition_key, stats=stats, progress=progress, extractor=config.extractor,
-                          min_text_chars=config.min_text_chars, max_record_bytes=int(config.max_record_mb * (1 << 20)))
+    batches = ingest_warc(path, partition_key, stats=stats, progress=progress, **limits)
     inputs = {"file": str(path), "size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns,
               "xxh3_128": file_hash(path)}  # which bytes made this partition, for lineage
     return write_documents(lake, "raw_crawl", partition_key, batches, stats, inputs, config)
@@ -92,7 +106,8 @@ def _need_inputs(ctx: StageContext):
 
 
 def _ingest_crawl(ctx: StageContext, cfg: CrawlIngestConfig) -> dict:
-    manifest = ingest_crawl_file(ctx.lake, _need_inputs(ctx).crawl_dir, ctx.partition, ctx.log, cfg)
+    inputs = _need_inputs(ctx)
+    manifest = ingest_crawl_file(ctx.lake, inputs.crawl_dir, ctx.partition, ctx.log, cfg, inputs.crawl_listing)
     skipped = {k: v for k, v in manifest["outcomes"].items() if k != "kept"}
     ctx.log(f"{ctx.partition}: kept {manifest['rows']} documents; skipped {skipped}")
     for err in manifest["errors"][:5]:

@@ -8,6 +8,7 @@ never the file. Every record ends in exactly one outcome counted in IngestStats.
 
 from __future__ import annotations
 
+import io
 import re
 import time
 import zlib
@@ -15,11 +16,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from pipelines.ingest.html import BinaryContentError, UndecodableError, decode_payload, extract_main_text
 from pipelines.ingest.http import HttpResponse, TooLargeError, read_response
+from pipelines.ingest.remote import HttpRangeReader
 from pipelines.schema import document_id
 
 WARC_SUFFIXES = (".warc", ".warc.gz", ".wet", ".wet.gz", ".warc.wet", ".warc.wet.gz")
@@ -137,7 +140,18 @@ def _tail_complete(fh, offset: int, size: int, gz: bool) -> bool:
 PAYLOAD_TYPES = (WarcRecordType.warcinfo, WarcRecordType.response, WarcRecordType.resource, WarcRecordType.conversion)
 
 
-def iter_records(path: Path, stats: IngestStats, max_record_bytes: int | None = None
+def _name(source: Path | HttpRangeReader) -> Path:
+    return Path(source.url.rsplit("/", 1)[-1]) if isinstance(source, HttpRangeReader) else Path(source)
+
+
+def _open(source: Path | HttpRangeReader) -> tuple[Path, int, BinaryIO]:
+    """(name, size, a seekable binary file): a local file, or a remote one read by HTTP ranges."""
+    if isinstance(source, HttpRangeReader):
+        return _name(source), source.size, io.BufferedReader(source, buffer_size=1 << 20)
+    return _name(source), Path(source).stat().st_size, open(source, "rb")  # the caller's with closes it
+
+
+def iter_records(source: Path | HttpRangeReader, stats: IngestStats, max_record_bytes: int | None = None
                  ) -> Iterator[tuple[int, object, bytes | None, HttpResponse | None]]:
     """Yield (offset, fastwarc record, block, HTTP response), skipping over corrupt stretches of the file.
 
@@ -146,10 +160,9 @@ def iter_records(path: Path, stats: IngestStats, max_record_bytes: int | None = 
     Records are held back by one so that the file's last record can be checked for
     truncation before anyone sees it.
     """
-    path = Path(path)
-    stats.file_bytes = path.stat().st_size
+    path, stats.file_bytes, fh = _open(source)
     held: tuple[int, object] | None = None
-    with open(path, "rb") as fh:
+    with fh:
         head = fh.read(16)
         gz = head[:3] == _GZIP_MAGIC
         if not head:
@@ -223,7 +236,7 @@ def _parse_warc_fields(block: bytes) -> dict[str, str]:
     return out
 
 
-def ingest_warc(path: Path, origin_file: str, *, extractor: str = "resiliparse", min_text_chars: int = 1,
+def ingest_warc(source: Path | HttpRangeReader, origin_file: str, *, extractor: str = "resiliparse", min_text_chars: int = 1,
                 max_record_bytes: int | None = 20 << 20, batch_size: int = 1000,
                 stats: IngestStats | None = None, progress=None) -> Iterator[list[dict]]:
     """Yield batches of document rows (DOCUMENT_SCHEMA) from one WARC or WET file.
@@ -232,7 +245,7 @@ def ingest_warc(path: Path, origin_file: str, *, extractor: str = "resiliparse",
     records, only for an unreadable file (missing, permission denied).
     """
     stats = stats if stats is not None else IngestStats()
-    rows = _iter_rows(Path(path), origin_file, extractor, min_text_chars, max_record_bytes, stats)
+    rows = _iter_rows(source, origin_file, extractor, min_text_chars, max_record_bytes, stats)
     return batched(_with_progress(rows, stats, progress), batch_size)
 
 
@@ -247,10 +260,11 @@ def _with_progress(rows: Iterable[dict], stats: IngestStats, progress, every_s: 
                      f"{stats.file_bytes and stats.payload_bytes / 2**20:.1f} MB of payload")
 
 
-def _iter_rows(path, origin_file, extractor, min_text_chars, max_record_bytes, stats) -> Iterator[dict]:
+def _iter_rows(source, origin_file, extractor, min_text_chars, max_record_bytes, stats) -> Iterator[dict]:
     t0 = time.perf_counter()
     warcinfo: dict[str, str] | None = None
-    for offset, rec, body, http in iter_records(path, stats, max_record_bytes=max_record_bytes):
+    path = _name(source)
+    for offset, rec, body, http in iter_records(source, stats, max_record_bytes=max_record_bytes):
         rtype = rec.record_type
         if rtype == WarcRecordType.warcinfo:
             warcinfo = _parse_warc_fields(body)
