@@ -1,3 +1,4 @@
+import gzip
 import os
 import shutil
 import time
@@ -8,7 +9,7 @@ import dagster as dg
 from orchestration.definitions import defs
 from orchestration.defs.curation import curation_assets
 from orchestration.defs.ingest import raw_crawl_defs
-from orchestration.defs.sensors import crawl_file_sensor
+from orchestration.defs.sensors import RUNS_PER_TICK, crawl_file_sensor, crawl_listing_sensor
 from orchestration.partitions import crawl_files
 from orchestration.resources import InputsResource
 
@@ -73,17 +74,21 @@ def test_sensor_skips_when_crawl_dir_is_missing(tmp_path):
         assert isinstance(result, dg.SkipReason) and "CRAWL_DIR" in result.skip_message
 
 
-def test_refresh_schedule_requests_valid_runs_for_unmaterialized_partitions(sample_dir, resources):
+def test_refresh_schedule_requests_valid_runs_for_partitions_whose_run_failed(sample_dir, resources):
     schedule = defs.resolve_schedule_def("crawl_refresh_schedule")
     job = defs.resolve_job_def("crawl_partition_job")
     keys = sorted(p.name for p in (sample_dir / "crawl").iterdir())
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(crawl_files.name, keys)
+        instance.add_dynamic_partitions(crawl_files.name, [*keys, "never-run.warc.gz"])
         assert dg.materialize([*raw_crawl_defs, *curation_assets], partition_key=keys[0], instance=instance, resources=resources).success
+        for i, key in enumerate(keys[1:]):  # runs that ended unfinished
+            status = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)[i % 2]
+            instance.create_run_for_job(job, tags={"dagster/partition": key}, status=status)
+        instance.create_run_for_job(job, tags={"dagster/partition": keys[0]}, status=dg.DagsterRunStatus.FAILURE)  # later succeeded
         ctx = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
                                        scheduled_execution_time=datetime(2026, 1, 1, 6, tzinfo=UTC))
         data = schedule.evaluate_tick(ctx)
-        assert sorted(r.partition_key for r in data.run_requests) == keys[1:]
+        assert sorted(r.partition_key for r in data.run_requests) == keys[1:]  # not the file no run was ever requested for
         for req in data.run_requests:
             dg.validate_run_config(job, req.run_config)
 
@@ -94,3 +99,39 @@ def test_sources_schedule_tick_is_valid():
         data = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def()))
         assert len(data.run_requests) == 1
         dg.validate_run_config(defs.resolve_job_def("sources_ingest_job"), data.run_requests[0].run_config)
+
+
+def _snapshot_listing(path, n):
+    keys = [f"crawl-data/CC-MAIN-2026-05/segments/{i // 100:04d}/warc/CC-MAIN-2026-05-{i:05d}.warc.gz" for i in range(n)]
+    path.write_bytes(gzip.compress(("\n".join(keys) + "\n").encode()))
+    return keys
+
+
+def test_listing_sensor_registers_a_whole_snapshot_and_requests_its_runs_a_tick_at_a_time(tmp_path):
+    keys = _snapshot_listing(tmp_path / "warc.paths.gz", 10_000)
+    inputs = InputsResource(crawl_dir=str(tmp_path / "none"), sources_dir=str(tmp_path), crawl_listing=str(tmp_path / "warc.paths.gz"),
+                            crawl_base_url="https://data.commoncrawl.org/")
+    with dg.instance_for_test() as instance:
+        cursor, requested = None, []
+        for _ in range(3):
+            ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"inputs": inputs})
+            result = crawl_listing_sensor(ctx)
+            requested += [r.partition_key for r in result.run_requests]
+            cursor = ctx.cursor
+        assert instance.get_dynamic_partitions(crawl_files.name) == keys  # all 10,000 registered on the first tick
+        assert requested == keys[:3 * RUNS_PER_TICK]  # runs follow in listing order, a batch per tick
+        sample = InputsResource(**{**inputs.model_dump(), "crawl_sample": "shard:0/1000"})
+        ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"inputs": sample})
+        result = crawl_listing_sensor(ctx)  # another sample: a new selection starts from its beginning
+        assert [r.partition_key for r in result.run_requests] == keys[::1000]
+        assert len(instance.get_dynamic_partitions(crawl_files.name)) == 10_000
+        # the directory sensor ticks beside 10,000 registered partitions
+        skip, _ = _tick(instance, InputsResource(crawl_dir=str(tmp_path), sources_dir=str(tmp_path)))
+        assert isinstance(skip, dg.SkipReason)
+
+
+def test_listing_sensor_skips_without_a_listing(tmp_path):
+    with dg.instance_for_test() as instance:
+        inputs = InputsResource(crawl_dir=str(tmp_path), sources_dir=str(tmp_path))
+        ctx = dg.build_sensor_context(instance=instance, resources={"inputs": inputs})
+        assert "CRAWL_LISTING is not set" in crawl_listing_sensor(ctx).skip_message

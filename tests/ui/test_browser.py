@@ -8,6 +8,7 @@ GraphQL and waits for it to succeed.
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,6 +31,9 @@ TINY = {"tokenizer": {"vocab_size": 600, "model_max_length": 64}, "tokenized_sha
         "rl_model": {"steps": 2, "prompts_per_step": 2, "samples_per_prompt": 2, "max_new_tokens": 8, "heldout_samples": 1},
         "eval_report": {"max_contamination_rate": 1.0},  # a 40-page sample repeats the eval set's city names
         **{f"{m}_eval": {"max_generation_items": 8, "max_mc_items": 6} for m in MODEL_ORDER}}
+
+
+SNAPSHOT_KEYS = [f"crawl-data/CC-MAIN-2026-05/segments/{i // 100:04d}/warc/CC-MAIN-2026-05-{i:05d}.warc.gz" for i in range(10_000)]
 
 
 def _free_port() -> int:
@@ -98,6 +102,8 @@ def _materialize_everything(home: Path, root: Path) -> None:
         rest = assets_only([*source_defs, *token_assets, *training_assets, *evaluation_assets])
         dg.materialize(everything, selection=rest, instance=instance, resources=resources, run_config=run_config,
                        raise_on_error=False)  # a tiny model may fail a promotion gate; the pages show that too
+        # a snapshot's worth of registered crawl files (as the listing sensor registers them): the pages must still load
+        instance.add_dynamic_partitions(crawl_files.name, SNAPSHOT_KEYS)
 
 
 def test_webserver_binds_to_loopback_only(dagster_dev):
@@ -124,6 +130,11 @@ def test_asset_catalog_renders_and_a_materialization_succeeds(dagster_dev, tmp_p
         page.goto(f"{dagster_dev['url']}/locations/llm_foundry/asset-groups/ingest/list", wait_until="domcontentloaded",
                   timeout=120_000)
         page.get_by_text("raw_crawl", exact=True).first.wait_for(timeout=120_000)
+        page.goto(f"{dagster_dev['url']}/assets/raw_crawl?view=partitions", wait_until="domcontentloaded", timeout=120_000)
+        try:  # the partitions tab counts every registered crawl file: 1 materialized, 10,000 never run
+            page.get_by_text(re.compile(r"Missing \(10000\)")).first.wait_for(timeout=120_000)
+        finally:
+            page.screenshot(path=str(tmp_path / "raw_crawl_partitions.png"))
         for name in KEY_ASSETS:  # each key asset's own page renders
             page.goto(f"{dagster_dev['url']}/assets/{name}", wait_until="domcontentloaded", timeout=120_000)
             page.get_by_text(name, exact=True).first.wait_for(timeout=120_000)
