@@ -47,11 +47,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import xxhash
 
 from pipelines.contract import param, require
 from pipelines.curation.minhash import MinHasher, normalize
-from pipelines.lake import atomic_write_bytes
+from pipelines.lake import atomic_write_bytes, partition_dirname
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,7 @@ def resolve(seq: int, ids: list[str], sigs: np.ndarray, links: list[Link], targe
 
 
 INDEX_FILE = "index.json"  # names the live run and docs files; replaced last on every commit
+LEGACY_REGISTRY = "registry.json"  # the first design's index (per-partition Parquet), converted on first use
 NONE = np.iinfo(np.int64).max  # "no earlier node"
 KINDS = {"hash": "exact", "id": "same", "band": "lsh"}  # what a shared key of each kind means
 MERGE_FANOUT = 4  # size-tiered: this many runs of one level merge into one run of the next
@@ -238,10 +240,11 @@ def earliest_within(keys: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     return out
 
 
-def partition_keys(hasher: MinHasher, seq: int, ids: list[str], hashes: list[str], sigs: np.ndarray) -> dict[str, Keyed]:
-    """Every key a partition's documents hold, by kind, unsorted (node order)."""
+def partition_keys(hasher: MinHasher, seq: int, ids: list[str], hashes: list[str], sigs: np.ndarray,
+                   bands: np.ndarray | None = None) -> dict[str, Keyed]:
+    """Every key a partition's documents hold, by kind, unsorted (node order); `bands` if already computed."""
     nodes = np.arange(len(ids), dtype=np.int64) + node_of(seq, 0)
-    bands = hasher.band_keys(sigs)
+    bands = hasher.band_keys(sigs) if bands is None else bands
     return {"hash": Keyed(np.array([hash_key(h) for h in hashes], dtype=np.uint64), nodes),
             "id": Keyed(np.array([id_key(d) for d in ids], dtype=np.uint64), nodes),
             "band": Keyed(bands.reshape(-1), np.repeat(nodes, hasher.bands))}
@@ -272,10 +275,35 @@ class DedupIndex:
         path = self.root / INDEX_FILE
         if path.exists():
             return json.loads(path.read_text())
-        if (self.root / "registry.json").exists():
-            raise RuntimeError(f"{self.root} holds the Parquet dedup index of an earlier version; move it aside and re-run "
-                               "dedup over every crawl partition, in ingest order, to build the new one")
+        if (self.root / LEGACY_REGISTRY).exists():
+            raise RuntimeError(f"{self.root} holds the Parquet dedup index of an earlier version: the next dedup run converts "
+                               "it (DedupIndex.upgrade)")
         return {"format": 2, "lsh": None, "partitions": {}, "docs": {}, "runs": []}
+
+    def upgrade(self, hasher: MinHasher) -> None:
+        """Convert the first design's index (`registry.json` + `<partition>/docs.parquet`, signatures included) into
+        this one, keeping every partition's seq; then delete the old files. Run under the lock."""
+        if (self.root / INDEX_FILE).exists() or not (self.root / LEGACY_REGISTRY).exists():
+            return
+        registry = json.loads((self.root / LEGACY_REGISTRY).read_text())
+        manifest = {"format": 2, "lsh": None, "partitions": {}, "docs": {}, "runs": []}
+        self.check_lsh(manifest, hasher)
+        for name, seq in sorted(registry.items(), key=lambda kv: kv[1]):
+            path = self.root / partition_dirname(name) / "docs.parquet"
+            table = pq.read_table(path, columns=["rank", "id", "text_hash", "signature"]).sort_by("rank") if path.exists() else None
+            ids = table.column("id").to_pylist() if table else []
+            hashes = table.column("text_hash").to_pylist() if table else []
+            flat = table.column("signature").combine_chunks().flatten().to_numpy() if table else np.empty(0, np.uint32)
+            if len(flat) != len(ids) * hasher.num_perm:
+                raise ValueError(f"{path}: signatures of another length than num_perm={hasher.num_perm}; dedup with the "
+                                 "DedupConfig that built it, or move dedup_index/ aside and re-run dedup over every partition")
+            sigs = flat.astype(np.uint32).reshape(len(ids), hasher.num_perm)
+            self.add(manifest, name, seq, ids, hashes, sigs, partition_keys(hasher, seq, ids, hashes, sigs))
+        self.commit(manifest)
+        for name in registry:
+            shutil.rmtree(self.root / partition_dirname(name), ignore_errors=True)
+            (self.root / f".{partition_dirname(name)}.lock").unlink(missing_ok=True)  # its directory swaps' lock
+        (self.root / LEGACY_REGISTRY).unlink()
 
     def registry(self) -> dict[str, int]:
         return self.manifest()["partitions"]
@@ -376,6 +404,7 @@ class DedupIndex:
         sigs = hasher.signatures(texts)
         hashes = [text_hash(t) for t in texts]
         with self.locked():
+            self.upgrade(hasher)
             manifest = self.manifest()
             self._collect_garbage(manifest)
             self.check_lsh(manifest, hasher)

@@ -10,7 +10,7 @@ in the given order, computed in three parallel steps instead of one partition af
    independent because a decision follows only the links of the partition's own documents
    (earlier partitions are never changed retroactively).
 
-The index is then written (files first, the manifest last), so incremental runs go on from the snapshot.
+The index is then written (run and docs files first, index.json last), so incremental runs go on from the snapshot.
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ def batch_deduplicate(index: DedupIndex, partitions: Sequence[tuple[str, Path]],
             for seq, name, *_ in jobs:
                 own = pq.read_table(scratch / "docs" / f"{seq}.parquet")
                 ids, hashes, sigs = own.column("id").to_pylist(), own.column("text_hash").to_pylist(), _signatures(own, config.num_perm)
-                index.add(manifest, name, seq, ids, hashes, sigs, partition_keys(hasher, seq, ids, hashes, sigs))
+                bands = pq.read_table(scratch / "bands" / f"{seq}.parquet", columns=["key"]).column("key").to_numpy()
+                keyed = partition_keys(hasher, seq, ids, hashes, sigs, bands.view(np.uint64))  # the pool's band keys, not again
+                index.add(manifest, name, seq, ids, hashes, sigs, keyed)
             index.commit(manifest)
             return {name: _read_result(scratch / "decisions" / f"{seq}.parquet", seq) for seq, name, *_ in jobs}

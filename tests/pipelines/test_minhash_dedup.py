@@ -145,3 +145,30 @@ def test_a_rerun_after_merges_removes_its_old_entries_from_every_run(tmp_path):
     assert list(late.keep) == [True, False]  # p1's old text is no longer indexed; its new one is
     assert late.dup_of[1] == "p1-new"
     assert sum(len(run["seqs"]) for run in index.manifest()["runs"]) == len(texts) + 1
+
+
+def test_an_index_of_the_first_design_is_converted_on_first_use(tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.curation.dedup import text_hash
+
+    config = DedupConfig()
+    hasher = config.hasher()
+    _, texts, _ = _cluster_docs(3, 1, seed=6)
+    sigs = hasher.signatures(texts)
+    (tmp_path / "p0").mkdir()  # the layout the Parquet index wrote: registry.json + <partition>/docs.parquet
+    pq.write_table(pa.table({"seq": [0] * 3, "partition": ["p0"] * 3, "id": ["old0", "old1", "old2"], "rank": [0, 1, 2],
+                             "text_hash": [text_hash(t) for t in texts],
+                             "signature": pa.FixedSizeListArray.from_arrays(pa.array(sigs.reshape(-1), pa.uint32()), hasher.num_perm)}),
+                   tmp_path / "p0" / "docs.parquet")
+    (tmp_path / "registry.json").write_text(json.dumps({"p0": 0}))
+    index = DedupIndex(tmp_path)
+    with pytest.raises(RuntimeError, match="converts it"):
+        index.registry()
+    res = index.deduplicate("p1", ["new0", "new1"], [texts[1], "a page nobody wrote before, about nothing in particular"], config)
+    assert list(res.keep) == [False, True] and res.dup_of[0] == "old1" and res.reason[0] == "exact_duplicate"
+    assert index.registry() == {"p0": 0, "p1": 1}
+    assert not (tmp_path / "registry.json").exists() and not (tmp_path / "p0").exists()
