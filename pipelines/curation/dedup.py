@@ -250,6 +250,10 @@ def partition_keys(hasher: MinHasher, seq: int, ids: list[str], hashes: list[str
             "band": Keyed(bands.reshape(-1), np.repeat(nodes, hasher.bands))}
 
 
+def empty_index() -> dict:
+    return {"format": 2, "lsh": None, "partitions": {}, "docs": {}, "runs": []}
+
+
 def _fsynced(path: Path, write) -> None:
     with open(path, "wb") as fh:
         write(fh)
@@ -278,7 +282,7 @@ class DedupIndex:
         if (self.root / LEGACY_REGISTRY).exists():
             raise RuntimeError(f"{self.root} holds the Parquet dedup index of an earlier version: the next dedup run converts "
                                "it (DedupIndex.upgrade)")
-        return {"format": 2, "lsh": None, "partitions": {}, "docs": {}, "runs": []}
+        return empty_index()
 
     def upgrade(self, hasher: MinHasher) -> None:
         """Convert the first design's index (`registry.json` + `<partition>/docs.parquet`, signatures included) into
@@ -286,7 +290,7 @@ class DedupIndex:
         if (self.root / INDEX_FILE).exists() or not (self.root / LEGACY_REGISTRY).exists():
             return
         registry = json.loads((self.root / LEGACY_REGISTRY).read_text())
-        manifest = {"format": 2, "lsh": None, "partitions": {}, "docs": {}, "runs": []}
+        manifest = empty_index()
         self.check_lsh(manifest, hasher)
         for name, seq in sorted(registry.items(), key=lambda kv: kv[1]):
             path = self.root / partition_dirname(name) / "docs.parquet"

@@ -93,21 +93,29 @@ class HttpRangeReader(io.RawIOBase):
         if self.size < 0:
             raise RemoteFileError(f"{url}: the server sent no Content-Length, so the file cannot be read by ranges")
 
-    def _request(self, method: str, start: int | None):
+    def _open(self, method: str, start: int | None):
+        """One request (from byte `start`): a permanent HTTP error becomes RemoteFileError, a transient one is raised as is."""
         req = urllib.request.Request(self.url, method=method)
         if start is not None:
             req.add_header("Range", f"bytes={start}-")
+        try:
+            return self._opener(req, timeout=self.policy.timeout_s)
+        except urllib.error.HTTPError as exc:
+            if exc.code in TRANSIENT_STATUS:
+                raise
+            raise RemoteFileError(f"{method} {self.url}: HTTP {exc.code} {exc.reason}; is the base URL / listing right, "
+                                  "and may this machine read it?") from exc
+
+    def _request(self, method: str, start: int | None):
         for attempt in range(self.policy.attempts):
             try:
-                return self._opener(req, timeout=self.policy.timeout_s)
-            except urllib.error.HTTPError as exc:
-                if exc.code not in TRANSIENT_STATUS:
-                    raise RemoteFileError(f"{method} {self.url}: HTTP {exc.code} {exc.reason}; is the base URL / listing "
-                                          "right, and may this machine read it?") from exc
-                error = exc
+                return self._open(method, start)
+            except RemoteFileError:
+                raise
             except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
                 error = exc
-            time.sleep(self.policy.backoff_s * 2 ** attempt)
+            if attempt + 1 < self.policy.attempts:
+                time.sleep(self.policy.backoff_s * 2 ** attempt)
         raise RemoteFileError(f"{method} {self.url}: still failing after {self.policy.attempts} tries: {error}")
 
     def readable(self) -> bool:
@@ -131,7 +139,7 @@ class HttpRangeReader(io.RawIOBase):
             try:
                 if self._stream is None or self._stream_pos != self._pos:
                     self._close_stream()
-                    self._stream = self._request("GET", self._pos)
+                    self._stream = self._open("GET", self._pos)  # this loop retries
                     if self._stream.status != 206 and self._pos:
                         raise RemoteFileError(f"GET {self.url}: the server ignored the Range header (HTTP {self._stream.status})")
                     self._stream_pos = self._pos
@@ -147,7 +155,8 @@ class HttpRangeReader(io.RawIOBase):
                 self._close_stream()
                 self.reconnects += 1
                 error = exc
-                time.sleep(self.policy.backoff_s * 2 ** attempt)
+                if attempt + 1 < self.policy.attempts:
+                    time.sleep(self.policy.backoff_s * 2 ** attempt)
         raise RemoteFileError(f"GET {self.url} at byte {self._pos}: still failing after {self.policy.attempts} tries: {error}")
 
     def _close_stream(self) -> None:
