@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param, require
-from pipelines.ingest.remote import CrawlListing, HttpRangeReader
+from pipelines.ingest.remote import CrawlListing, open_remote
 from pipelines.ingest.sources import ingest_source
 from pipelines.ingest.warc import IngestStats, ingest_warc
 from pipelines.lake import Lake, file_hash
@@ -65,7 +65,7 @@ def ingest_crawl_file(lake: Lake, crawl_dir: Path, partition_key: str, progress=
     """Ingest one crawl file into the `raw_crawl` asset; returns its manifest.
 
     The key names a file under `crawl_dir` or, when there is none and a listing with a base URL is
-    configured, the file at `listing.url(key)`, streamed by HTTP ranges."""
+    configured, the file at `listing.url(key)` (http(s):// or s3://), read in ranges as it is parsed."""
     root = Path(crawl_dir).resolve()
     path = (root / partition_key).resolve()
     if not path.is_relative_to(root):
@@ -74,7 +74,7 @@ def ingest_crawl_file(lake: Lake, crawl_dir: Path, partition_key: str, progress=
     limits = {"extractor": config.extractor, "min_text_chars": config.min_text_chars,
               "max_record_bytes": int(config.max_record_mb * (1 << 20))}
     if not path.is_file() and listing is not None and listing.base_url:
-        with HttpRangeReader(listing.url(partition_key), listing) as remote:
+        with open_remote(listing.url(partition_key), listing) as remote:
             inputs = {"url": remote.url, "size": remote.size, "etag": remote.etag, "last_modified": remote.last_modified}
 
             def batches():

@@ -1,5 +1,5 @@
 """Crawl files that are not on this machine: a Common Crawl paths listing (`warc.paths.gz`, one path
-per line under a base URL) and the files it names, read over HTTP(S) while they are parsed.
+per line under a base URL) and the files it names, read over HTTP(S) or from S3 while they are parsed.
 
 A remote file is read through `HttpRangeReader`, a seekable file object over HTTP Range requests:
 one streaming GET from the current position, re-opened at the same byte after a seek (ingest
@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import io
+import os
 import random
 import re
 import time
@@ -30,8 +31,8 @@ _SAMPLE = re.compile(r"^(all|first:(\d+)|random:(\d+):(\d+)|shard:(\d+)/(\d+))$"
 class CrawlListing:
     """Where a crawl snapshot's file list is, and which of its files become partitions."""
 
-    listing: str = param("", "warc.paths(.gz): a local file or an http(s):// URL, one crawl-file path per line")
-    base_url: str = param("", "prefix each listed path is joined to, e.g. https://data.commoncrawl.org/")
+    listing: str = param("", "warc.paths(.gz): a local file or an http(s):// or s3:// URL, one crawl-file path per line")
+    base_url: str = param("", "prefix each listed path is joined to: https://data.commoncrawl.org/ or s3://commoncrawl/")
     sample: str = param("all", "which listed files become partitions: all | first:N | random:N:SEED | shard:I/K")
     attempts: int = param(6, "tries per request before a file fails (connection errors, timeouts, 5xx, 408, 429)")
     backoff_s: float = param(1.0, "wait before the second try; doubles for each further one")
@@ -61,8 +62,8 @@ class CrawlListing:
 
     def paths(self) -> list[str]:
         """The selected crawl-file paths of the listing."""
-        if self.listing.startswith(("http://", "https://")):
-            with HttpRangeReader(self.listing, self) as fh:
+        if self.listing.startswith(("http://", "https://", "s3://")):
+            with open_remote(self.listing, self) as fh:
                 data = fh.read()
         else:
             with open(self.listing, "rb") as fh:
@@ -77,7 +78,73 @@ class RemoteFileError(OSError):
     """A remote crawl file that cannot be read (not found, refused, or still failing after every retry)."""
 
 
-class HttpRangeReader(io.RawIOBase):
+class RemoteReader(io.RawIOBase):
+    """A read-only, seekable remote file: what ingest reads in place of a local path."""
+
+    url: str
+    size: int
+    etag: str | None = None
+    last_modified: str | None = None
+    reconnects: int = 0  # dropped connections resumed mid-file
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+
+def open_remote(url: str, policy: CrawlListing) -> RemoteReader:
+    """An http(s):// or s3:// URL as a seekable file."""
+    if url.startswith("s3://"):
+        return S3Reader(url, policy)
+    if url.startswith(("http://", "https://")):
+        return HttpRangeReader(url, policy)
+    raise ValueError(f"{url}: a crawl base URL or listing must start with http://, https:// or s3://")
+
+
+class S3Reader(RemoteReader):
+    """An object in S3 or an S3-compatible store, through pyarrow's S3 filesystem (ranged GETs, AWS's standard
+    retries). Credentials and region come from the usual AWS variables; AWS_ENDPOINT_URL points at MinIO & co."""
+
+    def __init__(self, url: str, policy: CrawlListing):
+        super().__init__()
+        from pyarrow import fs
+
+        self.url = url
+        s3 = fs.S3FileSystem(endpoint_override=os.environ.get("AWS_ENDPOINT_URL") or None,
+                             retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=policy.attempts),
+                             connect_timeout=policy.timeout_s, request_timeout=policy.timeout_s)
+        path = url.removeprefix("s3://")
+        try:
+            info = s3.get_file_info(path)
+            if info.type != fs.FileType.File:
+                raise FileNotFoundError(path)
+            self._file = s3.open_input_file(path)
+        except OSError as exc:
+            raise RemoteFileError(f"{url}: {exc}; is the base URL / listing right, and are AWS credentials "
+                                  "(and AWS_ENDPOINT_URL for a non-AWS store) set?") from exc
+        self.size = info.size
+        self.last_modified = info.mtime.isoformat() if info.mtime else None
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def readinto(self, buffer) -> int:
+        data = self._file.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if hasattr(self, "_file"):
+            self._file.close()
+        super().close()
+
+
+class HttpRangeReader(RemoteReader):
     """A read-only, seekable file over HTTP Range requests, retrying transient failures from the same byte."""
 
     def __init__(self, url: str, policy: CrawlListing, opener=urllib.request.urlopen):
@@ -117,12 +184,6 @@ class HttpRangeReader(io.RawIOBase):
             if attempt + 1 < self.policy.attempts:
                 time.sleep(self.policy.backoff_s * 2 ** attempt)
         raise RemoteFileError(f"{method} {self.url}: still failing after {self.policy.attempts} tries: {error}")
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
 
     def tell(self) -> int:
         return self._pos

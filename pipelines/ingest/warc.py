@@ -22,7 +22,7 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from pipelines.ingest.html import BinaryContentError, UndecodableError, decode_payload, extract_main_text
 from pipelines.ingest.http import HttpResponse, TooLargeError, read_response
-from pipelines.ingest.remote import HttpRangeReader
+from pipelines.ingest.remote import RemoteReader
 from pipelines.schema import document_id
 
 WARC_SUFFIXES = (".warc", ".warc.gz", ".wet", ".wet.gz", ".warc.wet", ".warc.wet.gz")
@@ -140,18 +140,18 @@ def _tail_complete(fh, offset: int, size: int, gz: bool) -> bool:
 PAYLOAD_TYPES = (WarcRecordType.warcinfo, WarcRecordType.response, WarcRecordType.resource, WarcRecordType.conversion)
 
 
-def _name(source: Path | HttpRangeReader) -> Path:
-    return Path(source.url.rsplit("/", 1)[-1]) if isinstance(source, HttpRangeReader) else Path(source)
+def _name(source: Path | RemoteReader) -> Path:
+    return Path(source.url.rsplit("/", 1)[-1]) if isinstance(source, RemoteReader) else Path(source)
 
 
-def _open(source: Path | HttpRangeReader) -> tuple[Path, int, BinaryIO]:
-    """(name, size, a seekable binary file): a local file, or a remote one read by HTTP ranges."""
-    if isinstance(source, HttpRangeReader):
+def _open(source: Path | RemoteReader) -> tuple[Path, int, BinaryIO]:
+    """(name, size, a seekable binary file): a local file, or a remote one read in ranges."""
+    if isinstance(source, RemoteReader):
         return _name(source), source.size, io.BufferedReader(source, buffer_size=1 << 20)
     return _name(source), Path(source).stat().st_size, open(source, "rb")  # the caller's with closes it
 
 
-def iter_records(source: Path | HttpRangeReader, stats: IngestStats, max_record_bytes: int | None = None
+def iter_records(source: Path | RemoteReader, stats: IngestStats, max_record_bytes: int | None = None
                  ) -> Iterator[tuple[int, object, bytes | None, HttpResponse | None]]:
     """Yield (offset, fastwarc record, block, HTTP response), skipping over corrupt stretches of the file.
 
@@ -236,7 +236,7 @@ def _parse_warc_fields(block: bytes) -> dict[str, str]:
     return out
 
 
-def ingest_warc(source: Path | HttpRangeReader, origin_file: str, *, extractor: str = "resiliparse", min_text_chars: int = 1,
+def ingest_warc(source: Path | RemoteReader, origin_file: str, *, extractor: str = "resiliparse", min_text_chars: int = 1,
                 max_record_bytes: int | None = 20 << 20, batch_size: int = 1000,
                 stats: IngestStats | None = None, progress=None) -> Iterator[list[dict]]:
     """Yield batches of document rows (DOCUMENT_SCHEMA) from one WARC or WET file.

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -145,3 +146,45 @@ def test_a_server_that_keeps_failing_gives_up_with_the_url(tmp_path):
         HttpRangeReader(listing.url("a.warc.gz"), listing)
     assert time.perf_counter() - t0 < 10
     assert os.environ.get("CRAWL_LISTING") is None  # the test set-up points nothing at a real crawl
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """moto's S3-compatible server on 127.0.0.1 (an empty store; the test makes its bucket)."""
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(url + "/", proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_crawl_files_in_an_s3_bucket(s3_endpoint, sample_dir, tmp_path, monkeypatch):
+    from pyarrow import fs
+
+    for name, value in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(name, value)
+    s3 = fs.S3FileSystem(endpoint_override=s3_endpoint, region="us-east-1", allow_bucket_creation=True)
+    s3.create_dir("crawl")
+    keys = []
+    for f in sorted((sample_dir / "crawl").iterdir()):
+        keys.append(f"crawl-data/SAMPLE-2026/{f.name}")
+        with s3.open_output_stream(f"crawl/{keys[-1]}", compression=None) as out:  # the bytes as they are, .gz or not
+            out.write(f.read_bytes())
+    with s3.open_output_stream("crawl/warc.paths.gz", compression=None) as out:
+        out.write(gzip.compress("\n".join(keys).encode()))
+    listing = CrawlListing(listing="s3://crawl/warc.paths.gz", base_url="s3://crawl/")
+    assert listing.paths() == keys
+    for key in keys:
+        local = ingest_crawl_file(Lake(tmp_path / "local"), sample_dir / "crawl", key.rsplit("/", 1)[1])
+        remote = ingest_crawl_file(Lake(tmp_path / "s3"), tmp_path, key, listing=listing)
+        assert _documents(remote) == _documents(local) and remote["rows"] == local["rows"] > 0
+        assert remote["inputs"]["url"] == f"s3://crawl/{key}"
+        assert remote["inputs"]["size"] == (sample_dir / "crawl" / key.rsplit("/", 1)[1]).stat().st_size
+    with pytest.raises(RemoteFileError, match="s3://crawl/nope.warc.gz"):
+        ingest_crawl_file(Lake(tmp_path / "s3"), tmp_path, "nope.warc.gz", listing=listing)
