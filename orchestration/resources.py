@@ -29,8 +29,8 @@ class InputsResource(dg.ConfigurableResource):
     crawl_dir: str
     sources_dir: str
     chat_dir: str = ""
-    crawl_listing: str = ""  # CRAWL_LISTING: warc.paths(.gz), local or http(s)://; see pipelines.ingest.remote.CrawlListing
-    crawl_base_url: str = ""  # CRAWL_BASE_URL: where the listed paths live, e.g. https://data.commoncrawl.org/
+    crawl_listing: str = ""  # CRAWL_LISTING: warc.paths(.gz), local, http(s):// or s3://; see ingest.remote
+    crawl_base_url: str = ""  # CRAWL_BASE_URL: where the listed paths live, https://data.commoncrawl.org/ or s3://...
     crawl_sample: str = "all"  # CRAWL_SAMPLE: all | first:N | random:N:SEED | shard:I/K
 
     @property

@@ -7,7 +7,7 @@ Layout (documented in README):
     <LAKE_DIR>/<asset>/_all/...                          unpartitioned assets
     <LAKE_DIR>/catalog.duckdb                            one view per asset (read-only use)
     <LAKE_DIR>/rejection_ledger/<stage>/<partition>/...  every removed document, with its reason
-    <LAKE_DIR>/dedup_index/index.sqlite                  the MinHash/exact index (B-trees keyed by band key)
+    <LAKE_DIR>/dedup_index/index.json, runs/, docs/      the MinHash/exact index (sorted key runs, merged)
     <LAKE_DIR>/models/<model>/checkpoint/                Hugging Face checkpoints (+ lineage.json)
     <LAKE_DIR>/models/promoted/                          the promoted checkpoint and its model card
     <LAKE_DIR>/models/registry/<version>/                every promoted version served (+ CURRENT pointer)

@@ -435,10 +435,10 @@ class DedupIndex:
                 best = np.minimum(best, run[kind].earliest(k.keys, lo))
             hit = best != NONE
             found += {(int(a), int(b), KINDS[kind]) for a, b in zip(k.nodes[hit], best[hit])}
-        older: dict[int, list[int]] = {}
+        older: dict[int, set[int]] = {}  # earlier partition -> its nodes that links point at, each read once
         for _, target, _ in found:
             if target < lo:
-                older.setdefault(target >> NODE_BITS, []).append(target)
+                older.setdefault(target >> NODE_BITS, set()).add(target)
         targets: dict[int, tuple[str, str, np.ndarray]] = {}
         for target_seq, nodes in older.items():
             docs = self.docs(manifest, target_seq)
