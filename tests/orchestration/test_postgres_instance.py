@@ -85,6 +85,11 @@ def test_concurrent_partition_runs_share_one_postgres_instance(postgres, sample_
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         instance.add_dynamic_partitions("crawl_files", keys)
+    # the operator's set-up step (docs/PRODUCTION.md): Dagster creates a pool's row on first use, and runs that
+    # start together on a fresh Postgres instance race to insert it (a unique-key violation fails one of them)
+    for pool in ("dedup_index", "training"):
+        subprocess.run([sys.executable, "-m", "dagster", "instance", "concurrency", "set", pool, "1"], check=True,
+                       capture_output=True, timeout=120)
     procs = [subprocess.Popen([sys.executable, "-m", "dagster", "job", "execute", "-m", "orchestration.definitions",
                                "-j", "crawl_partition_job", "-c", str(config), "--tags", json.dumps({"dagster/partition": key})],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for key in keys]
