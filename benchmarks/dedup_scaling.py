@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from pipelines.curation.dedup import DedupConfig, DedupIndex, text_hash
 from pipelines.curation.dedup_batch import batch_deduplicate
+from pipelines.engine import Engine, EngineConfig
 from pipelines.sample.text import TextGenerator
 
 CHECKPOINTS = (4, 16, 64)
@@ -111,7 +112,7 @@ def main(argv=None) -> None:
             files.append((f"p{p}", tmp / f"p{p}.parquet"))
             pq.write_table(pa.table({"id": ids, "text": texts}), files[-1][1])
         t0 = time.perf_counter()
-        batch = batch_deduplicate(DedupIndex(tmp / "batch"), files, config, workers=args.workers)
+        batch = batch_deduplicate(DedupIndex(tmp / "batch"), files, config, Engine(EngineConfig(workers=args.workers)))
         batch_seconds = time.perf_counter() - t0
         index_mb = sum(f.stat().st_size for f in (tmp / "incremental").rglob("*") if f.is_file()) / 1e6
     same = all(batch[f"p{p}"].dup_of == r["dup_of"] for p, r in enumerate(runs))

@@ -34,6 +34,10 @@ def checkpoint_dir(lake: Lake, model: str) -> Path:
     return lake.checkpoint_dir(model)
 
 
+def _manifest(lake: Lake, asset: str, partition: str | None = None) -> dict | None:
+    return lake.read_manifest(asset, partition) if lake.has_manifest(asset, partition) else None
+
+
 def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -57,9 +61,9 @@ def _models(lake: Lake, start: Path) -> list[dict]:
 
 
 def _crawl_partition(lake: Lake, partition: str, trained_hash: str) -> dict:
-    curated = _read(lake.manifest_path("curated_web", partition)) or {}
-    raw = _read(lake.manifest_path("raw_crawl", partition)) or {}
-    deduped = _read(lake.manifest_path("deduped", partition)) or {}
+    curated = _manifest(lake, "curated_web", partition) or {}
+    raw = _manifest(lake, "raw_crawl", partition) or {}
+    deduped = _manifest(lake, "deduped", partition) or {}
     source = raw.get("inputs") or {}
     return {"partition": partition, "crawl_file": source.get("file"), "crawl_file_xxh3_128": source.get("xxh3_128"),
             "crawl_file_bytes": source.get("size"), "records": sum((raw.get("outcomes") or {}).values()) or None,
@@ -74,7 +78,7 @@ def _tagger_configs(lake: Lake, partitions: list[str]) -> dict:
     """Tagger settings (models, weights) as recorded by each tagger's manifest, when every partition agrees."""
     out = {}
     for tagger in ("language_id", "pii_tags", "toxicity_tags", "quality_tags"):
-        configs = {json.dumps((_read(lake.manifest_path(tagger, p)) or {}).get("config"), sort_keys=True) for p in partitions}
+        configs = {json.dumps((_manifest(lake, tagger, p) or {}).get("config"), sort_keys=True) for p in partitions}
         out[tagger] = json.loads(configs.pop()) if len(configs) == 1 else "differs by partition (see each manifest)"
     return out
 
@@ -88,12 +92,12 @@ def model_lineage(lake: Lake, model: str = "promoted") -> dict:
         if m and m["asset"] == "curated_web":
             crawl.append(_crawl_partition(lake, m["partition"], version))
         elif m:
-            manifest = _read(lake.manifest_path(m["asset"])) or {}
+            manifest = _manifest(lake, m["asset"]) or {}
             corpora.append({"corpus": m["asset"].removeprefix("source_"), "trained_version": version,
                             "files": (manifest.get("inputs") or {}).get("files"), "documents": manifest.get("rows"),
                             "changed_since_training": bool(manifest) and manifest.get("content_hash") != version})
     configs = {json.dumps(p["curation_config"], sort_keys=True) for p in crawl if p["curation_config"]}
-    tokenizer = _read(lake.manifest_path("tokenizer")) or {}
+    tokenizer = _manifest(lake, "tokenizer") or {}
     return {
         "model": model,
         "chain": [{k: v for k, v in c.items() if k != "lineage"} for c in chain],

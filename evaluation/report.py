@@ -155,14 +155,12 @@ def model_card(lake: Lake) -> str:
                 dropped[k] = dropped.get(k, 0) + v
         lines.append(f"2. **Curation**: {sum(m['rows_in'] for m in cur)} deduplicated documents -> {sum(m['rows'] for m in cur)} kept; "
                      f"removed: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())) + " (rows in `rejection_ledger`)")
-    mix = lake.manifest_path("mixture")
-    if mix.exists():
-        m = json.loads(mix.read_text())
+    if lake.has_manifest("mixture"):
+        m = lake.read_manifest("mixture")
         lines.append(f"3. **Mixture** `{m['content_hash'][:12]}`: {m['realized_tokens']} tokens; weights "
                      + ", ".join(f"{s} {w:.3f}" for s, w in sorted(m["weights"].items())))
-    sh = lake.manifest_path("tokenized_shards")
-    if sh.exists():
-        m = json.loads(sh.read_text())
+    if lake.has_manifest("tokenized_shards"):
+        m = lake.read_manifest("tokenized_shards")
         lines.append(f"4. **Token shards** `{m['content_hash'][:12]}`: {m['tokens']['train']} train / "
                      f"{m['tokens']['validation']} validation tokens; "
                      f"tokenizer `{m['tokenizer_hash'][:12]}`")

@@ -145,7 +145,7 @@ def build_report(ctx: StageContext, cfg: GateConfig) -> dict:
     markdown = render_markdown(doc, model_card(lake), {n: e["samples"] for n, e in evals.items()}, note)
     markdown += (f"\n## Contamination\n\n{contam['contaminated']} of {contam['items']} eval items share a {contam['ngram']}-token "
                  f"n-gram with the training shards" + (f": {contam['examples']}" if contam["examples"] else "") + "\n")
-    review = lake.read_manifest("human_review") if lake.manifest_path("human_review").exists() else None
+    review = lake.read_manifest("human_review") if lake.has_manifest("human_review") else None
     if review:
         markdown += review_markdown(review)
     vs = versus_promoted(lake, doc["results"][CANDIDATE])

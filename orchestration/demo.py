@@ -139,9 +139,8 @@ def summarize(lake: Lake) -> None:
         if "text" in [c[0] for c in con.execute(f"SELECT * FROM {asset} LIMIT 0").description]:
             n, chars = con.execute(f"SELECT count(*), coalesce(sum(length(text)), 0) FROM {asset}").fetchone()
             print(f"  {asset:<16} {n:>6} documents  {chars / 1e6:7.2f} M chars")
-    shards = lake.manifest_path("tokenized_shards")
-    if shards.exists():
-        m = json.loads(shards.read_text())
+    if lake.has_manifest("tokenized_shards"):
+        m = lake.read_manifest("tokenized_shards")
         print(f"\ntoken shards: {m['tokens']['train']} train + {m['tokens']['validation']} validation tokens ({m['dtype']}) in {m['path']}")
         for source, share in m["realized_shares"].items():
             print(f"  {source:<6} realized {share:6.1%}  target {m['target_shares'].get(source, 0):6.1%}")

@@ -8,6 +8,7 @@
 """
 
 
+import contextlib
 import dataclasses
 import functools
 import types
@@ -17,10 +18,12 @@ from typing import Any, Optional
 
 import dagster as dg
 import pydantic
+import xxhash
 
 from orchestration.metadata import manifest_metadata, plain_metadata
 from orchestration.resources import LakeResource
 from pipelines.contract import Stage, StageContext, config_fields, config_from_dict, config_to_dict, field_doc
+from pipelines.engine import run_partitions
 from pipelines.openlineage import lineage_run
 
 OWNERS = ["team:data-platform"]
@@ -67,37 +70,74 @@ def _check(stage: Stage, check, asset: dg.AssetsDefinition, partitions_def) -> d
     @dg.asset_check(asset=asset, name=check.name, description=check.description, blocking=check.blocking,
                     partitions_def=partitions_def)
     def run_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-        partition = context.partition_key if partitions_def is not None else None
-        result = check.evaluate(lake.lake, lake.lake.read_manifest(stage.name, partition))
-        return dg.AssetCheckResult(passed=result.passed, metadata=plain_metadata(result.metadata),
-                                   description=result.message or None,
-                                   severity=dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN)
+        severity = dg.AssetCheckSeverity.ERROR if check.blocking else dg.AssetCheckSeverity.WARN
+        partitions = context.partition_keys if partitions_def is not None else [None]
+        results = {p: check.evaluate(lake.lake, lake.lake.read_manifest(stage.name, p)) for p in partitions}
+        if len(results) == 1:
+            (result,) = results.values()
+            return dg.AssetCheckResult(passed=result.passed, metadata=plain_metadata(result.metadata),
+                                       description=result.message or None, severity=severity)
+        failed = {p: r for p, r in results.items() if not r.passed}  # a range run: one verdict, naming what failed
+        return dg.AssetCheckResult(passed=not failed, severity=severity,
+                                   metadata={"partitions": len(results), "failed_partitions": len(failed),
+                                             "failures": dg.MetadataValue.json({p: r.message or str(r.metadata)
+                                                                                for p, r in failed.items()})},
+                                   description="; ".join(f"{p}: {r.message or 'failed'}" for p, r in failed.items()) or None)
 
     return run_check
 
 
+def _partitions_metadata(manifests: list[dict]) -> dict:
+    """One run over a partition range: a row per partition (its own manifest has the details)."""
+    schema = dg.TableSchema(columns=[dg.TableColumn("partition", "string"), dg.TableColumn("rows_in", "int"),
+                                     dg.TableColumn("rows", "int"), dg.TableColumn("seconds", "float")])
+    rows = [dg.TableRecord({"partition": m["partition"], "rows_in": int(m.get("rows_in", m["rows"])), "rows": int(m["rows"]),
+                            "seconds": float(m["seconds"])}) for m in manifests]
+    return {"partitions": dg.MetadataValue.int(len(manifests)), "rows": dg.MetadataValue.int(sum(m["rows"] for m in manifests)),
+            "by_partition": dg.MetadataValue.table(rows, schema=schema)}
+
+
+def _range_version(manifests: list[dict]) -> str:
+    return xxhash.xxh3_128_hexdigest("\n".join(m["content_hash"] for m in manifests).encode())
+
+
 def stage_assets(stage: Stage, *, group: str, deps: list = (), partitions_def=None, kinds: set[str] = frozenset({"python"}),
                  metadata: Callable[[dict], dict] = manifest_metadata, write_catalog: bool = False, **asset_kwargs) -> list:
-    """The asset that runs `stage` (and writes its manifest), then one asset check per stage check."""
+    """The asset that runs `stage` (and writes its manifest), then one asset check per stage check.
+
+    A partitioned stage runs over every partition of its run (a backfill of a range is one run under
+    PARTITION_BACKFILL_POLICY) on the `engine` resource: a process pool here, or a Ray cluster.
+    """
     config_cls = dagster_config(stage.config)
     needs_partition = partitions_def is not None
+    resource_keys = {"lake"} | ({"inputs"} if stage.reads_inputs else set()) | ({"engine"} if needs_partition else set())
 
     @dg.asset(name=stage.name, description=stage.description, deps=list(deps), partitions_def=partitions_def, group_name=group,
               kinds=set(kinds), owners=OWNERS, code_version=CODE_VERSION, tags={"stage": group},
-              required_resource_keys={"lake", "inputs"} if stage.reads_inputs else {"lake"}, **asset_kwargs)
+              required_resource_keys=resource_keys, **asset_kwargs)
     def run_stage(context: dg.AssetExecutionContext, config: config_cls) -> dg.MaterializeResult:
-        partition = context.partition_key if needs_partition else None
+        partitions = context.partition_keys if needs_partition else [None]
         lake: LakeResource = context.resources.lake
         inputs = context.resources.inputs.inputs if stage.reads_inputs else None
         for name in lake.lake.recover():
             context.log.warning(f"restored {name}: a killed run had left its directory swap half done")
-        ctx = StageContext(lake.lake, partition, inputs, context.log.info, context.log.warning)
-        with lineage_run(lake.lake, stage.name, partition, stage.inputs, parent_run_id=context.run_id, attempt=context.retry_number,
-                         engine_version=dg.__version__, description=stage.description) as lineage:
-            manifest = lineage["manifest"] = stage.run(ctx, to_library(config, stage.config))
+        ctxs = [StageContext(lake.lake, p, inputs, context.log.info, context.log.warning) for p in partitions]
+        library_config = to_library(config, stage.config)
+        with contextlib.ExitStack() as stack:  # one OpenLineage run per partition
+            lineage = [stack.enter_context(lineage_run(lake.lake, stage.name, p, stage.inputs, parent_run_id=context.run_id,
+                                                       attempt=context.retry_number, engine_version=dg.__version__,
+                                                       description=stage.description)) for p in partitions]
+            if needs_partition:
+                manifests = run_partitions(stage, ctxs, library_config, context.resources.engine.engine)
+            else:
+                manifests = [stage.run(ctxs[0], library_config)]
+            for record, manifest in zip(lineage, manifests, strict=True):
+                record["manifest"] = manifest
         if write_catalog:
             lake.lake.write_catalog()
-        return dg.MaterializeResult(metadata=metadata(manifest), data_version=dg.DataVersion(manifest["content_hash"]))
+        if len(manifests) == 1:
+            return dg.MaterializeResult(metadata=metadata(manifests[0]), data_version=dg.DataVersion(manifests[0]["content_hash"]))
+        return dg.MaterializeResult(metadata=_partitions_metadata(manifests), data_version=dg.DataVersion(_range_version(manifests)))
 
     return [run_stage, *(_check(stage, c, run_stage, partitions_def) for c in stage.checks)]
 

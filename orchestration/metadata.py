@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 import pyarrow.parquet as pq
+from pyarrow import fs as pafs
 
 from pipelines.contract import rounded
 
@@ -23,9 +22,17 @@ def counts_table(counts: dict[str, int], label: str) -> dg.MetadataValue:
     return dg.MetadataValue.table(rows, schema=schema)
 
 
-def preview_table(path: Path, n: int = 5, text_chars: int = 200) -> dg.MetadataValue:
+def open_parquet(location: str) -> pq.ParquetFile:
+    """A Parquet file by the location its manifest recorded: a local path or an s3:// URL (AWS_ENDPOINT_URL & co)."""
+    if "://" in location:
+        fs, path = pafs.FileSystem.from_uri(location)
+        return pq.ParquetFile(fs.open_input_file(path))
+    return pq.ParquetFile(location)
+
+
+def preview_table(path: str, n: int = 5, text_chars: int = 200) -> dg.MetadataValue:
     """The first `n` documents of a Parquet file, text shortened for the UI."""
-    pf = pq.ParquetFile(path)
+    pf = open_parquet(str(path))
     cols = [c for c in PREVIEW_COLUMNS if c in pf.schema_arrow.names]
     rows = []
     if pf.metadata.num_rows:
@@ -53,7 +60,7 @@ def ingest_metadata(manifest: dict) -> dict:
         "text_mb": dg.MetadataValue.float(round(manifest["text_chars"] / mb, 3)),
         "records_per_s": dg.MetadataValue.float(round(records / secs, 1)),
         "input_mb_per_s": dg.MetadataValue.float(round(manifest["file_bytes"] / mb / secs, 2)),
-        "preview": preview_table(Path(manifest["path"])),
+        "preview": preview_table(manifest["path"]),
         "path": dg.MetadataValue.path(manifest["path"]),
         "content_hash": dg.MetadataValue.text(manifest["content_hash"]),
     }
@@ -127,6 +134,6 @@ def manifest_metadata(manifest: dict) -> dict:
     path = manifest.get("path")
     if path:
         meta["path"] = dg.MetadataValue.path(path)
-        if path.endswith(".parquet") and "text" in pq.ParquetFile(path).schema_arrow.names:
-            meta["preview"] = preview_table(Path(path))
+        if path.endswith(".parquet") and "text" in open_parquet(path).schema_arrow.names:
+            meta["preview"] = preview_table(path)
     return meta

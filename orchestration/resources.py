@@ -7,20 +7,22 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.contract import Inputs
+from pipelines.contract import Inputs, config_fields, config_from_dict
+from pipelines.engine import Engine, EngineConfig
 from pipelines.ingest.remote import CrawlListing
 from pipelines.lake import Lake
-from pipelines.settings import setting_path
+from pipelines.settings import setting_location, setting_path
 
 
 class LakeResource(dg.ConfigurableResource):
-    """The lake root; every asset writes Parquet under it."""
+    """The lake root, a directory or an s3:// URL; every asset writes Parquet under it."""
 
-    root: str
+    root: str  # LAKE_DIR
+    work_dir: str = ""  # LAKE_WORK_DIR: an s3:// lake's local directory (models, shards, caches); empty: one per URL in ~/.cache
 
     @property
     def lake(self) -> Lake:
-        return Lake(Path(self.root))
+        return Lake.at(self.root, Path(self.work_dir) if self.work_dir else None)
 
 
 class InputsResource(dg.ConfigurableResource):
@@ -56,12 +58,26 @@ class InputsResource(dg.ConfigurableResource):
         return Path(self.sources_dir)
 
 
+class EngineResource(dg.ConfigurableResource):
+    """Where data stages run their parallel work: this machine's processes, or a Ray cluster (EngineConfig)."""
+
+    kind: str = EngineConfig.kind  # DATA_ENGINE: local | ray
+    ray_address: str = EngineConfig.ray_address  # RAY_ADDRESS
+    workers: int = EngineConfig.workers
+    cpus_per_task: float = EngineConfig.cpus_per_task
+
+    @property
+    def engine(self) -> Engine:
+        return Engine(config_from_dict(EngineConfig, {f.name: getattr(self, f.name) for f, _ in config_fields(EngineConfig)}))
+
+
 def default_resources() -> dict:
     return {
-        "lake": LakeResource(root=str(setting_path("LAKE_DIR"))),
+        "lake": LakeResource(root=str(setting_location("LAKE_DIR")), work_dir=os.environ.get("LAKE_WORK_DIR", "")),
         "inputs": InputsResource(crawl_dir=str(setting_path("CRAWL_DIR")), sources_dir=str(setting_path("SOURCES_DIR")),
                                  chat_dir=str(setting_path("CHAT_DIR")), crawl_listing=os.environ.get("CRAWL_LISTING", ""),
                                  crawl_base_url=os.environ.get("CRAWL_BASE_URL", ""),
                                  crawl_sample=os.environ.get("CRAWL_SAMPLE", "all")),
+        "engine": EngineResource(kind=os.environ.get("DATA_ENGINE", "local"), ray_address=os.environ.get("RAY_ADDRESS", "")),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }

@@ -168,6 +168,9 @@ class Stage:
     checks: tuple[Check, ...] = ()
     partitioned: bool = False
     reads_inputs: bool = False  # needs StageContext.inputs (crawl, sources or chat locations)
+    # many partitions in one call (contexts, config, engine) -> manifests, for a stage whose partitions depend
+    # on each other (dedup); None: `pipelines.engine.run_partitions` runs `run` once per partition, in parallel
+    run_many: Callable[[list[StageContext], Any, Any], list[Manifest]] | None = None
 
 
 def run_stage(stage: Stage, lake: Lake, partition: str | None = None, inputs: Inputs | None = None, log=print,

@@ -20,6 +20,15 @@ target take an flock on an empty `.<name>.lock` beside it; lock files are never 
 
 Writers put data in a hidden temp file in the target directory and `os.replace` it
 into place, so a reader or a crashed run never sees a half-written file.
+
+Object storage: `Lake.at("s3://bucket/prefix")` keeps the tables (every asset's Parquet and
+manifest, the rejection ledger, the dedup index, the catalog) in the bucket under the same layout,
+through pyarrow's S3 filesystem (AWS_ENDPOINT_URL for MinIO and other S3-compatible stores). An
+object is written under a hidden temp key and then copied over its final key in one server-side
+copy, so readers see the old or the new object, never part of one. Directories of files that
+tools open by path (models, tokenizer, token shards, eval reports, serving state) stay in the
+lake's local work directory (`root`: LAKE_WORK_DIR). Writers of one object are serialized by
+Dagster (one run per partition, the `dedup_index` pool), not by a lock in the store.
 """
 
 from __future__ import annotations
@@ -34,12 +43,14 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
+from pyarrow import fs as pafs
 
 UNPARTITIONED = "_all"
 DATA_FILE = "part-00000.parquet"
@@ -223,12 +234,171 @@ class AtomicParquetWriter:
             self.abort()
 
 
+def _visible_files(directory: Path) -> set[str]:
+    """Files under `directory` (relative, posix), hidden ones (locks, temp files) left out."""
+    return {p.relative_to(directory).as_posix() for p in directory.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)}
+
+
+def is_url(location: str | Path) -> bool:
+    return isinstance(location, str) and "://" in location
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """Tables in an object store (`s3://bucket/prefix`), keys laid out as in a local lake."""
+
+    url: str
+    staging: Path  # local temp files of writers before upload
+
+    @cached_property
+    def _fs_and_base(self) -> tuple[pafs.FileSystem, str]:
+        scheme = self.url.split("://", 1)[0]
+        if scheme != "s3":
+            raise ValueError(f"{self.url}: the lake on object storage takes s3:// URLs (AWS, MinIO, GCS's S3 API, ...)")
+        s3 = pafs.S3FileSystem(endpoint_override=os.environ.get("AWS_ENDPOINT_URL") or None,
+                               retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=5))
+        return s3, self.url.removeprefix("s3://").rstrip("/")
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        return self._fs_and_base[0]
+
+    def key(self, *parts: str) -> str:
+        return "/".join([self._fs_and_base[1], *parts])
+
+    def uri(self, key: str) -> str:
+        return f"s3://{key}"
+
+    def exists(self, key: str) -> bool:
+        return self.fs.get_file_info(key).type == pafs.FileType.File
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(key, compression=None) as fh:
+                return fh.read()
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{self.uri(key)} does not exist") from exc
+
+    def put(self, key: str, write) -> None:
+        """`write(stream)` to a hidden temp key beside `key`, then one server-side copy over `key`."""
+        parent, name = key.rsplit("/", 1)
+        tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            with self.fs.open_output_stream(tmp, compression=None) as out:
+                write(out)
+            self.fs.move(tmp, key)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(tmp)
+            raise
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.put(key, lambda out: out.write(data))
+
+    def put_file(self, local: Path, key: str) -> None:
+        def copy(out):
+            with open(local, "rb") as fh:
+                shutil.copyfileobj(fh, out, 1 << 22)
+
+        self.put(key, copy)
+
+    def files(self, prefix: str) -> list[str]:
+        """Keys under `prefix` (recursive), hidden names (temp keys, locks) left out."""
+        infos = self.fs.get_file_info(pafs.FileSelector(prefix, allow_not_found=True, recursive=True))
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File and not any(
+            part.startswith(".") for part in i.path[len(prefix):].split("/")))
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.delete_file(key)
+
+    def duckdb_filesystem(self):
+        """This store's client as an fsspec filesystem DuckDB can read `s3://` paths through."""
+        from fsspec.implementations.arrow import ArrowFSWrapper
+
+        class S3(ArrowFSWrapper):
+            protocol = "s3"
+
+        return S3(self.fs)
+
+
+class UploadingParquetWriter:
+    """An `AtomicParquetWriter` into a local staging file; `commit()` uploads it to its key atomically."""
+
+    def __init__(self, store: ObjectStore, key: str, schema: pa.Schema):
+        self.store, self.key, self.path = store, key, store.uri(key)
+        self._local = AtomicParquetWriter(store.staging / key, schema)
+
+    @property
+    def rows(self) -> int:
+        return self._local.rows
+
+    def write_rows(self, rows: list[dict]) -> None:
+        self._local.write_rows(rows)
+
+    def write_table(self, table: pa.Table) -> None:
+        self._local.write_table(table)
+
+    def commit(self) -> str:
+        content_hash = self._local.commit()
+        try:
+            self.store.put_file(self._local.path, self.key)
+        finally:
+            self._local.path.unlink(missing_ok=True)
+        return content_hash
+
+    def __enter__(self) -> UploadingParquetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._local.__exit__(exc_type, exc, tb)
+
+
+def default_work_dir(url: str) -> Path:
+    """The local work directory of an object-store lake: LAKE_WORK_DIR, else one per URL in the user's cache."""
+    env = os.environ.get("LAKE_WORK_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path("~/.cache/llm-foundry/lakes").expanduser() / xxhash.xxh3_64_hexdigest(url.encode())
+
+
 @dataclass(frozen=True)
 class Lake:
-    root: Path
+    root: Path  # the lake, or for a lake on object storage its local work directory
+    url: str | None = None  # s3://bucket/prefix: where the tables live (None: under root)
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root).resolve())
+
+    @classmethod
+    def at(cls, location: str | Path, work_dir: Path | None = None) -> Lake:
+        """A lake at a local path or an `s3://` URL (tables there, the rest in `work_dir`)."""
+        if is_url(str(location)):
+            url = str(location).rstrip("/")
+            return cls(work_dir or default_work_dir(url), url)
+        return cls(Path(location))
+
+    @cached_property
+    def store(self) -> ObjectStore | None:
+        return ObjectStore(self.url, self.root / ".staging") if self.url else None
+
+    def _key(self, asset: str, partition_key: str | None, name: str) -> str:
+        return self.store.key(asset, partition_dirname(partition_key), name)
+
+    def data_location(self, asset: str, partition_key: str | None = None) -> str:
+        """Where a partition's Parquet file is: a local path, or its s3:// URL (what manifests record)."""
+        return self.store.uri(self._key(asset, partition_key, DATA_FILE)) if self.store else str(self.data_path(asset, partition_key))
+
+    def has_data(self, asset: str, partition_key: str | None = None) -> bool:
+        if self.store:
+            return self.store.exists(self._key(asset, partition_key, DATA_FILE))
+        return self.data_path(asset, partition_key).exists()
+
+    def read_table(self, asset: str, partition_key: str | None = None, columns: list[str] | None = None) -> pa.Table:
+        if self.store:
+            return pq.read_table(self._key(asset, partition_key, DATA_FILE), columns=columns, filesystem=self.store.fs)
+        return pq.read_table(self.data_path(asset, partition_key), columns=columns)
 
     def partition_dir(self, asset: str, partition_key: str | None = None) -> Path:
         return self.root / asset / partition_dirname(partition_key)
@@ -240,20 +410,40 @@ class Lake:
         return self.partition_dir(asset, partition_key) / MANIFEST_FILE
 
     @contextlib.contextmanager
-    def writer(self, asset: str, partition_key: str | None, schema: pa.Schema) -> Iterator[AtomicParquetWriter]:
+    def writer(self, asset: str, partition_key: str | None, schema: pa.Schema) -> Iterator[AtomicParquetWriter | UploadingParquetWriter]:
+        if self.store:
+            with UploadingParquetWriter(self.store, self._key(asset, partition_key, DATA_FILE), schema) as w:
+                yield w
+            return
         with AtomicParquetWriter(self.data_path(asset, partition_key), schema) as w:
             yield w
 
-    def write_manifest(self, asset: str, partition_key: str | None, manifest: dict) -> Path:
+    def write_manifest(self, asset: str, partition_key: str | None, manifest: dict) -> str:
+        data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        if self.store:
+            key = self._key(asset, partition_key, MANIFEST_FILE)
+            self.store.put_bytes(key, data)
+            return self.store.uri(key)
         path = self.manifest_path(asset, partition_key)
-        atomic_write_bytes(path, json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())
-        return path
+        atomic_write_bytes(path, data)
+        return str(path)
+
+    def has_manifest(self, asset: str, partition_key: str | None = None) -> bool:
+        if self.store:
+            return self.store.exists(self._key(asset, partition_key, MANIFEST_FILE))
+        return self.manifest_path(asset, partition_key).exists()
 
     def read_manifest(self, asset: str, partition_key: str | None = None) -> dict:
+        if self.store:
+            return json.loads(self.store.get_bytes(self._key(asset, partition_key, MANIFEST_FILE)))
         return json.loads(self.manifest_path(asset, partition_key).read_text())
 
     def manifests(self, asset: str) -> list[dict]:
         """Every partition's manifest of `asset`, in directory order."""
+        if self.store:
+            prefix = self.store.key(asset) + "/"
+            keys = [k for k in self.store.files(prefix) if k[len(prefix):].count("/") == 1 and k.endswith("/" + MANIFEST_FILE)]
+            return [json.loads(self.store.get_bytes(k)) for k in keys]
         return [json.loads(p.read_text()) for p in sorted((self.root / asset).glob(f"*/{MANIFEST_FILE}"))]
 
     def ledger_partition(self, stage: str, partition_key: str) -> str:
@@ -314,21 +504,39 @@ class Lake:
 
     def assets(self) -> list[str]:
         """Asset directories that hold at least one committed Parquet file."""
+        if self.store:
+            prefix = self.store.key() + "/"
+            parts = [k[len(prefix):].split("/") for k in self.store.files(prefix)]
+            return sorted({p[0] for p in parts if len(p) == 3 and p[2] == DATA_FILE})
         if not self.root.exists():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and any(p.glob(f"*/{DATA_FILE}")))
 
     def glob(self, asset: str) -> str:
+        if self.store:
+            return self.store.uri(self.store.key(asset, "*", DATA_FILE))
         return str(self.root / asset / "*" / DATA_FILE)
 
     def _view_sql(self, asset: str, relative: bool = False) -> str:
-        path = f"{asset}/*/{DATA_FILE}" if relative else self.glob(asset)
+        path = f"{asset}/*/{DATA_FILE}" if relative and not self.store else self.glob(asset)
         return (f"CREATE OR REPLACE VIEW {sql_identifier(asset)} AS "
                 f"SELECT * FROM read_parquet({sql_string(path)}, union_by_name=true)")
 
+    def _duckdb(self, database: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        """DuckDB that reads this lake's s3:// paths through the lake's own S3 client.
+
+        DuckDB's httpfs extension is a run-time download from extensions.duckdb.org (and PyPI's
+        httpfs wheels stop at DuckDB 1.5), so the S3 client is handed to DuckDB as an fsspec
+        filesystem instead: same credentials, endpoint and retries as every other lake read.
+        """
+        con = duckdb.connect(database, read_only=read_only)
+        if self.store:
+            con.register_filesystem(self.store.duckdb_filesystem())
+        return con
+
     def connect(self) -> duckdb.DuckDBPyConnection:
         """In-memory DuckDB with one view per asset; no file lock, safe beside running writers."""
-        con = duckdb.connect()
+        con = self._duckdb()
         for asset in self.assets():
             con.execute(self._view_sql(asset))
         return con
@@ -348,7 +556,9 @@ class Lake:
         lake); from elsewhere a query fails instead of reading another lake. The file is written
         in DuckDB storage version CATALOG_STORAGE_VERSION so the DuckDB 1.x CLIs users install
         can open it (the Python package is 2.0). Globs keep the views valid as partitions are
-        added; a rebuild is needed only when a new asset appears.
+        added; a rebuild is needed only when a new asset appears. On object storage the views
+        name s3:// globs (a DuckDB CLI reads them with its httpfs extension) and the file is
+        uploaded beside the tables as well.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.catalog_path()
@@ -356,13 +566,15 @@ class Lake:
             fcntl.flock(lock, fcntl.LOCK_EX)
             tmp = self.root / f".{CATALOG_FILE}.{uuid.uuid4().hex}.tmp"
             try:
-                con = duckdb.connect()
+                con = self._duckdb()
                 con.execute(f"SET file_search_path = {sql_string(str(self.root))}")
                 con.execute(f"ATTACH {sql_string(str(tmp))} AS catalog (STORAGE_VERSION {sql_string(CATALOG_STORAGE_VERSION)})")
                 con.execute("USE catalog")
                 for asset in self.assets():
                     con.execute(self._view_sql(asset, relative=True))
                 con.close()
+                if self.store:
+                    self.store.put_file(tmp, self.store.key(CATALOG_FILE))
                 os.replace(tmp, target)
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -371,6 +583,38 @@ class Lake:
 
     def open_catalog(self) -> duckdb.DuckDBPyConnection:
         """`catalog.duckdb`, read-only, with its relative paths resolved against this lake."""
-        con = duckdb.connect(str(self.catalog_path()), read_only=True)
+        con = self._duckdb(str(self.catalog_path()), read_only=True)
         con.execute(f"SET file_search_path = {sql_string(str(self.root))}")
         return con
+
+    @contextlib.contextmanager
+    def synced(self, local_dir: Path, commit_file: str) -> Iterator[Path]:
+        """`local_dir` (under root) mirrored from and back to the store, for a directory of immutable
+        files named by one commit file (the dedup index's index.json).
+
+        Before the block: the commit file and every file missing here are downloaded. After it: new
+        files are uploaded first, the commit file last (one atomic copy: readers see the old or the
+        new set), then files the commit no longer keeps are deleted. A local lake yields `local_dir`.
+        """
+        if not self.store:
+            yield local_dir
+            return
+        local_dir = Path(local_dir)
+        prefix = self.store.key(local_dir.relative_to(self.root).as_posix()) + "/"
+        remote = {k[len(prefix):] for k in self.store.files(prefix)}
+        local_dir.mkdir(parents=True, exist_ok=True)
+        for name in sorted(remote):
+            path = local_dir / name
+            if name == commit_file or not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(path, self.store.get_bytes(prefix + name))
+        for name in _visible_files(local_dir) - remote:  # an exact mirror: what the store does not hold is gone
+            (local_dir / name).unlink()
+        yield local_dir
+        here = _visible_files(local_dir)
+        for name in sorted(here - remote - {commit_file}):
+            self.store.put_file(local_dir / name, prefix + name)
+        if commit_file in here:
+            self.store.put_file(local_dir / commit_file, prefix + commit_file)
+        for name in sorted(remote - here):
+            self.store.delete(prefix + name)

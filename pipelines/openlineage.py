@@ -6,8 +6,8 @@ manifests. By default events are appended, one JSON object per line, to
 Setting the client's own environment (`OPENLINEAGE_URL`, or `OPENLINEAGE__TRANSPORT__TYPE` and
 friends) sends them where the user points instead; `OPENLINEAGE_DISABLED=true` turns them off.
 
-Datasets follow OpenLineage's naming for local files: namespace `file`, name = the absolute
-directory the lake keeps the asset (or partition) in. The output carries its content hash as
+Datasets follow OpenLineage's naming: namespace `file`, name = the absolute directory the lake
+keeps the asset (or partition) in; for a lake on object storage `s3://<bucket>` and the key prefix. The output carries its content hash as
 `version`, and the number of rows when the stage counts them.
 """
 
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
-from pipelines.lake import Lake
+from pipelines.lake import Lake, partition_dirname
 
 PRODUCER = "https://github.com/llm-foundry/llm-foundry"
 JOB_NAMESPACE = "llm-foundry"
@@ -44,9 +44,17 @@ def client_for(lake: Lake):
     return _client(str(lake.openlineage_log()), any(os.environ.get(k) for k in _ENV_TRANSPORT))
 
 
-def dataset_dir(lake: Lake, asset: str, partition: str | None) -> str:
-    """The directory that holds the asset's data for this partition (the asset's own directory for a
-    partitioned asset read as a whole)."""
+def dataset(lake: Lake, asset: str, partition: str | None) -> tuple[str, str]:
+    """(namespace, name) of the asset's data for this partition, in OpenLineage's naming: `file` and the
+    directory (the asset's own directory for a partitioned asset read as a whole), or `s3://bucket` and
+    the key prefix for a lake on object storage."""
+    if lake.store and lake.has_manifest(asset, partition):
+        bucket, _, prefix = lake.store.key(asset, partition_dirname(partition)).partition("/")
+        return f"s3://{bucket}", prefix
+    return "file", _local_dir(lake, asset, partition)
+
+
+def _local_dir(lake: Lake, asset: str, partition: str | None) -> str:
     if partition is not None and lake.partition_dir(asset, partition).exists():
         return str(lake.partition_dir(asset, partition))
     model_dir = lake.model_dir(asset)
@@ -85,7 +93,7 @@ def lineage_run(lake: Lake, asset: str, partition: str | None, upstream: tuple[s
     client = client_for(lake)
     run_id = run_id_for(parent_run_id, asset, partition, attempt)
     engine = {"processing_engine": processing_engine_run.ProcessingEngineRunFacet(version=engine_version, name="dagster")}
-    inputs = [InputDataset(namespace="file", name=dataset_dir(lake, name, partition)) for name in upstream]
+    inputs = [InputDataset(*dataset(lake, name, partition)) for name in upstream]
     client.emit(_event("START", run_id, asset, inputs=inputs, run_facets=engine, job_description=description))
     result: dict = {}
     try:
@@ -102,7 +110,7 @@ def lineage_run(lake: Lake, asset: str, partition: str | None, upstream: tuple[s
     rows = manifest.get("rows")
     stats = {"outputStatistics": output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(rowCount=rows)} \
         if isinstance(rows, int) else {}
-    output = OutputDataset(namespace="file", name=dataset_dir(lake, asset, partition), facets=facets, outputFacets=stats)
+    output = OutputDataset(*dataset(lake, asset, partition), facets=facets, outputFacets=stats)
     source = manifest.get("inputs") if isinstance(manifest.get("inputs"), dict) else {}
     if source.get("file"):  # a stage that read a file outside the lake (a crawl file) names it and its hash
         version = {"version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=source["xxh3_128"])} \

@@ -1,6 +1,8 @@
 """Where things live, from environment variables with defaults that work from the repo root.
 
 LAKE_DIR     lake root (Parquet per asset/partition + catalog.duckdb)   default ./lake
+             or s3://bucket/prefix (pipelines.lake.ObjectStore; AWS_ENDPOINT_URL for MinIO & co)
+LAKE_WORK_DIR  an s3:// lake's local work directory (models, token shards, caches)  default ~/.cache/llm-foundry/lakes/<hash>
 CRAWL_DIR    directory watched for WARC/WET files (recursively)         default ./data/sample/crawl
 SOURCES_DIR  one sub-directory per non-web source (books, code, ...)    default ./data/sample/sources
 CHAT_DIR     sft.jsonl, preferences.jsonl, eval_prompts.jsonl             default ./data/sample/chat
@@ -18,6 +20,12 @@ from pathlib import Path
 
 DEFAULTS = {"LAKE_DIR": "lake", "CRAWL_DIR": "data/sample/crawl", "SOURCES_DIR": "data/sample/sources",
             "CHAT_DIR": "data/sample/chat", "REALDATA_DIR": "../shared/realdata"}
+
+
+def setting_location(name: str) -> Path | str:
+    """Like `setting_path`, but a URL (s3://...) is returned as it is."""
+    value = os.environ.get(name) or DEFAULTS[name]
+    return value if "://" in value else setting_path(name)
 
 
 def setting_path(name: str) -> Path:

@@ -12,6 +12,33 @@ SAMPLE_PAGES = 40
 
 
 @pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3-compatible server on 127.0.0.1, one per session; tests make their own buckets."""
+    from tests.servers import moto_s3
+
+    with moto_s3() as url:
+        yield url
+
+
+@pytest.fixture
+def s3_env(s3_endpoint, monkeypatch):
+    """AWS settings pointing every S3 client (pyarrow's included) at the local server; yields its URL."""
+    for name, value in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(name, value)
+    return s3_endpoint
+
+
+@pytest.fixture
+def resources(sample_dir, tmp_path):
+    """Dagster resources over a fresh lake and the session's sample (the local engine)."""
+    from orchestration.resources import EngineResource, InputsResource, LakeResource
+
+    return {"engine": EngineResource(), "lake": LakeResource(root=str(tmp_path / "lake")),
+            "inputs": InputsResource(crawl_dir=str(sample_dir / "crawl"), sources_dir=str(sample_dir / "sources"))}
+
+
+@pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sample")
     generate_sample(root, seed=7, n_files=3, pages_per_file=SAMPLE_PAGES)

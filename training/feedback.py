@@ -212,7 +212,7 @@ def build_human_preferences(ctx: StageContext, cfg: HumanPreferencesConfig) -> d
         source = cfg.rankings_path
         rankings, skipped = read_rankings(Path(cfg.rankings_path))
     else:
-        project = (lake.read_manifest("ranking_tasks") if lake.manifest_path("ranking_tasks").exists() else {}).get("label_studio")
+        project = (lake.read_manifest("ranking_tasks") if lake.has_manifest("ranking_tasks") else {}).get("label_studio")
         client = label_studio_client() if project else None
         if client is None:
             source, rankings, skipped = "none (no LABEL_STUDIO_URL and no rankings_path)", [], []

@@ -7,12 +7,12 @@ import dagster as dg
 from orchestration.automation import CURATION
 from orchestration.factory import stage_assets
 from orchestration.metadata import manifest_metadata
-from orchestration.partitions import crawl_files
+from orchestration.partitions import crawl_backfill_policy, crawl_files
 from pipelines.curation.stages import DEDUP, curated_stage, tagger_stage
 from pipelines.curation.taggers import TAGGERS
 from pipelines.lake import LEDGER
 
-COMMON = dict(group="curation", partitions_def=crawl_files, automation_condition=CURATION)
+COMMON = dict(group="curation", partitions_def=crawl_files, automation_condition=CURATION, backfill_policy=crawl_backfill_policy)
 
 
 def _curated_metadata(manifest: dict) -> dict:

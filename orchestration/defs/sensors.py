@@ -192,8 +192,7 @@ def annotation_sensor(name: str, tasks_asset: str, target: str, what: str) -> dg
         client = label_studio_client()
         if client is None:
             return dg.SkipReason("LABEL_STUDIO_URL is not set: no annotation server to watch")
-        path = lake.lake.manifest_path(tasks_asset)
-        project = json.loads(path.read_text()).get("label_studio") if path.exists() else None
+        project = lake.lake.read_manifest(tasks_asset).get("label_studio") if lake.lake.has_manifest(tasks_asset) else None
         if not project:
             return dg.SkipReason(f"no Label Studio project yet: materialize {tasks_asset} with LABEL_STUDIO_URL set")
         annotations = client.project(project["project_id"])["total_annotations_number"]

@@ -117,7 +117,7 @@ dpo_model = model_asset(
 def _reward_inputs(context: dg.AssetExecutionContext, lake: Lake, config) -> dict:
     """The pair-trained inputs plus the pairs people ranked (human_preferences), when there are any."""
     inputs = _sft_and_pairs(context, lake, config)
-    if lake.manifest_path("human_preferences").exists() and (human := lake.read_manifest("human_preferences"))["pairs"]:
+    if lake.has_manifest("human_preferences") and (human := lake.read_manifest("human_preferences"))["pairs"]:
         inputs["human_pairs_path"] = human["path"]
         inputs["lineage"]["human_preferences_hash"] = human["content_hash"]
     return inputs

@@ -1,12 +1,12 @@
 """Batch dedup of a whole snapshot: the decisions `DedupIndex.deduplicate` makes over the partitions
 in the given order, computed in three parallel steps instead of one partition after another.
 
-1. signatures: a process pool hashes each partition (MinHash, band keys, text hash) into Parquet
+1. signatures: the engine's tasks (a process pool, or Ray) hash each partition (MinHash, band keys, text hash) into Parquet
    files in a scratch directory (files, not pickles, carry the arrays between processes);
 2. shuffle by key: DuckDB groups every band key, text hash and id of the snapshot (out of core, on
    all cores) and links each node to the earliest node of its group. That is the link the
    incremental index finds: a group's earliest node precedes every other member;
-3. components: the pool resolves each partition's links with `dedup.resolve`. Partitions are
+3. components: the engine's tasks resolve each partition's links with `dedup.resolve`. Partitions are
    independent because a decision follows only the links of the partition's own documents
    (earlier partitions are never changed retroactively).
 
@@ -15,10 +15,8 @@ The index is then written (run and docs files first, index.json last), so increm
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -27,8 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.curation.dedup import DedupConfig, DedupIndex, DedupResult, Link, node_of, partition_keys, resolve, seq_range, text_hash
+from pipelines.engine import Engine, EngineConfig
 from pipelines.lake import sql_string
-from pipelines.parallel import default_workers
 
 LINKS_SQL = """
 WITH docs AS (
@@ -47,9 +45,9 @@ ORDER BY l.node, l.target, l.kind
 """
 
 
-def _hash_partition(job: tuple[int, str, Path, DedupConfig, Path]) -> None:
+def _hash_partition(job: tuple[int, str, str, DedupConfig, Path]) -> None:
     seq, _, source, config, scratch = job
-    table = pq.read_table(source, columns=["id", "text"])
+    table = pq.read_table(source, columns=["id", "text"])  # a path, or a URL pyarrow opens (s3://)
     ids, texts = table.column("id").to_pylist(), table.column("text").to_pylist()
     hasher = config.hasher()
     sigs = hasher.signatures(texts)
@@ -93,14 +91,18 @@ def _read_result(path: Path, seq: int) -> DedupResult:
                        candidate_pairs=int(meta[b"candidate_pairs"]), verified_pairs=int(meta[b"verified_pairs"]))
 
 
-def batch_deduplicate(index: DedupIndex, partitions: Sequence[tuple[str, Path]], config: DedupConfig,
-                      workers: int | None = None) -> dict[str, DedupResult]:
-    """Dedup `partitions` (name, Parquet file with `id` and `text`), in this order, into an empty index."""
+def batch_deduplicate(index: DedupIndex, partitions: Sequence[tuple[str, str | Path]], config: DedupConfig,
+                      engine: Engine | None = None) -> dict[str, DedupResult]:
+    """Dedup `partitions` (name, Parquet file with `id` and `text`), in this order, into an empty index.
+
+    The scratch files live under the index directory: on a cluster it must be storage every
+    worker sees (a shared volume), as the index itself is.
+    """
     names = [name for name, _ in partitions]
     if len(set(names)) != len(names):
         raise ValueError("batch dedup got a partition twice; list each crawl file once, in ingest order")
     hasher = config.hasher()
-    workers = max(1, min(workers or default_workers(), len(partitions)))
+    engine = engine or Engine(EngineConfig())
     with index.locked():
         if index.registry():
             raise ValueError(f"{index.root} already holds partitions: batch mode builds a new index (move it aside), "
@@ -110,15 +112,14 @@ def batch_deduplicate(index: DedupIndex, partitions: Sequence[tuple[str, Path]],
             scratch = Path(tmp)
             for sub in ("docs", "bands", "decisions"):
                 (scratch / sub).mkdir()
-            jobs = [(seq, name, Path(path), config, scratch) for seq, (name, path) in enumerate(partitions)]
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
-                list(pool.map(_hash_partition, jobs))
-                con = duckdb.connect(config={"temp_directory": str(scratch / "spill")})
-                sql = LINKS_SQL.format(bands=sql_string(str(scratch / "bands" / "*.parquet")),
-                                       docs=sql_string(str(scratch / "docs" / "*.parquet")))
-                con.execute(f"COPY ({sql}) TO {sql_string(str(scratch / 'links.parquet'))} (FORMAT parquet, ROW_GROUP_SIZE 65536)")
-                con.close()
-                list(pool.map(_resolve_partition, jobs))
+            jobs = [(seq, name, str(path), config, scratch) for seq, (name, path) in enumerate(partitions)]
+            engine.map(_hash_partition, jobs)
+            con = duckdb.connect(config={"temp_directory": str(scratch / "spill")})
+            sql = LINKS_SQL.format(bands=sql_string(str(scratch / "bands" / "*.parquet")),
+                                   docs=sql_string(str(scratch / "docs" / "*.parquet")))
+            con.execute(f"COPY ({sql}) TO {sql_string(str(scratch / 'links.parquet'))} (FORMAT parquet, ROW_GROUP_SIZE 65536)")
+            con.close()
+            engine.map(_resolve_partition, jobs)
             manifest = index.manifest()
             index.check_lsh(manifest, hasher)
             for seq, name, *_ in jobs:

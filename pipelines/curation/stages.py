@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param, require
-from pipelines.curation.dedup import DedupConfig, DedupIndex, text_hash
+from pipelines.curation.dedup import INDEX_FILE, DedupConfig, DedupIndex, DedupResult, text_hash
+from pipelines.curation.dedup_batch import batch_deduplicate
 from pipelines.curation.tagger import NoConfig, Rejection, Tagger
 from pipelines.curation.taggers import TAGGERS
+from pipelines.engine import Engine
 from pipelines.lake import LEDGER, Lake
 from pipelines.schema import DOCUMENT_SCHEMA
 
@@ -59,10 +60,10 @@ class StageReport:
 
 
 def _read(lake: Lake, asset: str, partition: str, columns: list[str] | None = None) -> pa.Table:
-    path = lake.data_path(asset, partition)
-    if not path.exists():
-        raise FileNotFoundError(f"{asset} has no output for partition {partition!r} at {path}: materialize {asset} first")
-    return pq.read_table(path, columns=columns)
+    if not lake.has_data(asset, partition):
+        raise FileNotFoundError(f"{asset} has no output for partition {partition!r} at {lake.data_location(asset, partition)}: "
+                                f"materialize {asset} first")
+    return lake.read_table(asset, partition, columns)
 
 
 def _write(lake: Lake, table: pa.Table, report: StageReport, inputs: dict) -> dict:
@@ -97,10 +98,36 @@ def _ledger_row(doc: dict, partition: str, rejection: Rejection, dup_of=None) ->
 # ---- dedup -------------------------------------------------------------------------
 def dedup_partition(ctx: StageContext, config: DedupConfig = DedupConfig()) -> dict:
     t0 = time.perf_counter()
-    lake, partition = ctx.lake, ctx.partition
-    docs = _read(lake, "raw_crawl", partition)
-    index = DedupIndex(lake.dedup_index_dir())
-    res = index.deduplicate(partition, docs.column("id").to_pylist(), docs.column("text").to_pylist(), config)
+    docs = _read(ctx.lake, "raw_crawl", ctx.partition)
+    with ctx.lake.synced(ctx.lake.dedup_index_dir(), INDEX_FILE) as root:
+        res = DedupIndex(root).deduplicate(ctx.partition, docs.column("id").to_pylist(), docs.column("text").to_pylist(), config)
+    return _write_dedup(ctx.lake, ctx.partition, docs, res, config, time.perf_counter() - t0)
+
+
+def dedup_partitions(ctxs: list[StageContext], config: DedupConfig, engine: Engine) -> list[dict]:
+    """Dedup partitions in the given order: batch mode when they start an empty index (a snapshot's
+    first backfill), else one incremental partition after another. Both make the same decisions."""
+    lake = ctxs[0].lake
+    with lake.synced(lake.dedup_index_dir(), INDEX_FILE) as root:
+        index = DedupIndex(root)
+        if len(ctxs) == 1 or index.registry():
+            results = None
+        else:
+            t0 = time.perf_counter()
+            results = batch_deduplicate(index, [(c.partition, lake.data_location("raw_crawl", c.partition)) for c in ctxs],
+                                        config, engine)
+    if results is None:
+        return [dedup_partition(ctx, config) for ctx in ctxs]
+    ctxs[0].log(f"batch dedup of {len(ctxs)} partitions on the {engine.config.kind} engine: {time.perf_counter() - t0:.1f} s")
+    seconds = (time.perf_counter() - t0) / len(ctxs)
+    return [_write_dedup(lake, c.partition, _read(lake, "raw_crawl", c.partition), results[c.partition], config, seconds,
+                         batch=len(ctxs)) for c in ctxs]
+
+
+def _write_dedup(lake: Lake, partition: str, docs: pa.Table, res: DedupResult, config: DedupConfig, seconds: float,
+                 batch: int = 0) -> dict:
+    """deduped[partition] and its ledger from the index's decisions."""
+    t0 = time.perf_counter()
     report = StageReport("deduped", partition, config, rows_in=docs.num_rows)
     ledger = []
     meta = docs.select(["id", "url", "crawl", "origin_file", "origin_offset"]).to_pylist()
@@ -114,7 +141,9 @@ def dedup_partition(ctx: StageContext, config: DedupConfig = DedupConfig()) -> d
                     "candidate_pairs": res.candidate_pairs, "verified_pairs": res.verified_pairs,
                     "lsh": {"bands": hasher.bands, "rows": hasher.rows, "num_perm": hasher.num_perm, "ngram": hasher.ngram,
                             "threshold": config.threshold}}
-    report.seconds = time.perf_counter() - t0
+    if batch:
+        report.extra["batch_partitions"] = batch  # decided by batch mode with this many partitions
+    report.seconds = seconds + time.perf_counter() - t0
     return _write(lake, kept.cast(DEDUPED_SCHEMA), report, _upstream(lake, "raw_crawl", partition=partition))
 
 
@@ -131,13 +160,13 @@ def _partitions_pointing_at(lake: Lake, vanished: list[str], partition: str) -> 
 
 
 def _no_exact_duplicates(lake: Lake, manifest: dict) -> CheckResult:
-    hashes = [text_hash(t) for t in pq.read_table(manifest["path"], columns=["text"]).column("text").to_pylist()]
+    hashes = [text_hash(t) for t in lake.read_table("deduped", manifest["partition"], ["text"]).column("text").to_pylist()]
     dupes = len(hashes) - len(set(hashes))
     return CheckResult(dupes == 0, {"duplicate_texts": dupes})
 
 
 DEDUP = Stage(
-    name="deduped", config=DedupConfig, run=dedup_partition, inputs=("raw_crawl",), partitioned=True,
+    name="deduped", config=DedupConfig, run=dedup_partition, run_many=dedup_partitions, inputs=("raw_crawl",), partitioned=True,
     description="raw_crawl minus exact and near duplicates, against this file and every file ingested before it.\n\n"
                 "Signatures and keys go into `dedup_index/` (sorted run files, a binary search per key); each cluster "
                 "keeps its earliest document (file order, then position). Removed documents are in the rejection ledger "

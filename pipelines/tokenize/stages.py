@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import xxhash
 
 from pipelines.contract import Check, CheckResult, Stage, StageContext, config_to_dict, param, require
@@ -210,7 +209,7 @@ def mixture_stage(ctx: StageContext, cfg: MixtureConfig) -> dict:
     warnings = [f"{p.source} is repeated {p.epochs:.1f} times (more than {warn_epochs}); consider a smaller weight or more data"
                 for p in plans if p.epochs > warn_epochs]
     warnings += [f"{p.source} cannot reach its target: capped at {max_epochs} epochs" for p in plans if p.capped]
-    manifest = {"asset": "mixture", "path": str(lake.data_path("mixture")), "content_hash": content_hash, "rows": len(rows),
+    manifest = {"asset": "mixture", "path": lake.data_location("mixture"), "content_hash": content_hash, "rows": len(rows),
                 "token_budget": budget, "realized_tokens": total, "weights": weights, "max_epochs": max_epochs, "seed": cfg.seed,
                 "sources": table, "warnings": warnings, "tokenizer_hash": tk.tokenizer_hash(lake.partition_dir("tokenizer")),
                 "inputs": upstream_versions(lake), "config": config_to_dict(cfg), "seconds": round(time.perf_counter() - t0, 3)}
@@ -229,7 +228,7 @@ def shards_stage(ctx: StageContext, cfg: ShardsConfig) -> dict:
     t0 = time.perf_counter()
     tok_dir = lake.partition_dir("tokenizer")
     tok = tk.load_for_encoding(tok_dir)
-    selection = pq.read_table(lake.data_path("mixture"))
+    selection = lake.read_table("mixture")
     corpus = load_corpus(lake, columns=("id", "text"))
     text_of = {}
     for source, table in corpus.items():

@@ -20,9 +20,9 @@ TOKENS = {"ops": {"tokenizer": {"config": {"vocab_size": 2000}}, **SHARDS,
 @pytest.fixture(scope="module")
 def materialized(sample_dir, tmp_path_factory):
     """One crawl partition curated, the sources ingested, then tokenizer -> mixture -> shards."""
-    from orchestration.resources import InputsResource, LakeResource
+    from orchestration.resources import EngineResource, InputsResource, LakeResource
 
-    resources = {"lake": LakeResource(root=str(tmp_path_factory.mktemp("lake"))),
+    resources = {"engine": EngineResource(), "lake": LakeResource(root=str(tmp_path_factory.mktemp("lake"))),
                  "inputs": InputsResource(crawl_dir=str(sample_dir / "crawl"), sources_dir=str(sample_dir / "sources"))}
     key = sorted(p.name for p in (sample_dir / "crawl").iterdir())[0]
     with dg.instance_for_test() as instance:

@@ -9,6 +9,7 @@ import pytest
 
 from pipelines.curation.dedup import DedupConfig, DedupIndex
 from pipelines.curation.dedup_batch import batch_deduplicate
+from pipelines.engine import Engine, EngineConfig
 from pipelines.sample.text import TextGenerator
 
 
@@ -51,7 +52,7 @@ def test_batch_gives_the_incremental_clusters_and_an_index_that_goes_on(tmp_path
         t = pq.read_table(path)
         expected[name] = incremental.deduplicate(name, t.column("id").to_pylist(), t.column("text").to_pylist(), config)
     batch_index = DedupIndex(tmp_path / "batch")
-    got = batch_deduplicate(batch_index, files, config, workers=2)
+    got = batch_deduplicate(batch_index, files, config, engine=Engine(EngineConfig(workers=2)))
     assert list(got) == [name for name, _ in files]
     for name in expected:
         assert _decisions(got[name]) == _decisions(expected[name]), name
@@ -73,16 +74,17 @@ def test_batch_refuses_a_used_index_and_a_partition_listed_twice(tmp_path):
     files = _snapshot(tmp_path, partitions=2)
     index = DedupIndex(tmp_path / "index")
     with pytest.raises(ValueError, match="twice"):
-        batch_deduplicate(index, [files[0], files[0]], DedupConfig(), workers=1)
-    batch_deduplicate(index, files, DedupConfig(), workers=1)
+        batch_deduplicate(index, [files[0], files[0]], DedupConfig(), engine=Engine(EngineConfig(workers=1)))
+    batch_deduplicate(index, files, DedupConfig(), engine=Engine(EngineConfig(workers=1)))
     with pytest.raises(ValueError, match="already holds partitions"):
-        batch_deduplicate(index, files, DedupConfig(), workers=1)
+        batch_deduplicate(index, files, DedupConfig(), engine=Engine(EngineConfig(workers=1)))
 
 
 def test_an_empty_partition_in_a_snapshot(tmp_path):
     files = _snapshot(tmp_path, partitions=2)
     empty = tmp_path / "empty.parquet"
     pq.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}), empty)
-    got = batch_deduplicate(DedupIndex(tmp_path / "index"), [files[0], ("empty", empty), files[1]], DedupConfig(), workers=2)
+    got = batch_deduplicate(DedupIndex(tmp_path / "index"), [files[0], ("empty", empty), files[1]], DedupConfig(),
+                            engine=Engine(EngineConfig(workers=2)))
     assert len(got["empty"].keep) == 0 and got[files[1][0]].seq == 2
     assert np.asarray(got[files[0][0]].keep).any()

@@ -10,8 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,18 +20,7 @@ from pipelines.ingest import ingest_crawl_file
 from pipelines.ingest.remote import CrawlListing, HttpRangeReader, RemoteFileError
 from pipelines.lake import Lake
 from serving.process import free_port
-
-
-def _wait_for(url: str, proc=None) -> None:
-    deadline = time.time() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            if time.time() > deadline or (proc is not None and proc.poll() is not None):
-                raise RuntimeError(f"the test HTTP server at {url} did not come up") from None
-            time.sleep(0.2)
+from tests.servers import wait_for_http
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +39,7 @@ def crawl_site(sample_dir, tmp_path_factory):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(url + "/warc.paths.gz", proc)
+        wait_for_http(url + "/warc.paths.gz", proc)
         yield url, keys
     finally:
         proc.terminate()
@@ -148,28 +135,10 @@ def test_a_server_that_keeps_failing_gives_up_with_the_url(tmp_path):
     assert os.environ.get("CRAWL_LISTING") is None  # the test set-up points nothing at a real crawl
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """moto's S3-compatible server on 127.0.0.1 (an empty store; the test makes its bucket)."""
-    port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(url + "/", proc)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def test_crawl_files_in_an_s3_bucket(s3_endpoint, sample_dir, tmp_path, monkeypatch):
+def test_crawl_files_in_an_s3_bucket(s3_env, sample_dir, tmp_path):
     from pyarrow import fs
 
-    for name, value in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
-        monkeypatch.setenv(name, value)
-    s3 = fs.S3FileSystem(endpoint_override=s3_endpoint, region="us-east-1", allow_bucket_creation=True)
+    s3 = fs.S3FileSystem(endpoint_override=s3_env, region="us-east-1", allow_bucket_creation=True)
     s3.create_dir("crawl")
     keys = []
     for f in sorted((sample_dir / "crawl").iterdir()):

@@ -15,7 +15,7 @@ from orchestration.defs.tokens import token_assets
 from orchestration.defs.training import training_assets
 from orchestration.factory import assets_only
 from orchestration.partitions import crawl_files
-from orchestration.resources import InputsResource, LakeResource
+from orchestration.resources import EngineResource, InputsResource, LakeResource
 from pipelines.lake import Lake
 from pipelines.sample.chat import write_chat_data
 from serving.process import free_port, stop_server
@@ -31,7 +31,7 @@ def deployed(sample_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("deployed")
     lake = Lake(root / "lake")
     chat = write_chat_data(root / "chat")
-    resources = {"lake": LakeResource(root=str(lake.root)),
+    resources = {"engine": EngineResource(), "lake": LakeResource(root=str(lake.root)),
                  "inputs": InputsResource(crawl_dir=str(sample_dir / "crawl"), sources_dir=str(sample_dir / "sources"),
                                           chat_dir=str(chat["sft"].parent)),
                  "pipes_subprocess_client": dg.PipesSubprocessClient()}

@@ -88,9 +88,10 @@ def _materialize_everything(home: Path, root: Path) -> None:
     from orchestration.defs.training import training_assets
     from orchestration.factory import assets_only
     from orchestration.partitions import crawl_files
-    from orchestration.resources import InputsResource, LakeResource
+    from orchestration.resources import EngineResource, InputsResource, LakeResource
 
-    resources = {"lake": LakeResource(root=str(root / "lake")), "pipes_subprocess_client": dg.PipesSubprocessClient(),
+    resources = {"engine": EngineResource(), "lake": LakeResource(root=str(root / "lake")),
+                 "pipes_subprocess_client": dg.PipesSubprocessClient(),
                  "inputs": InputsResource(crawl_dir=str(root / "sample" / "crawl"), sources_dir=str(root / "sample" / "sources"),
                                           chat_dir=str(root / "sample" / "chat"))}
     key = sorted(p.name for p in (root / "sample" / "crawl").iterdir())[0]

@@ -6,7 +6,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.contract import Check, CheckResult, param
 from pipelines.curation import pii
@@ -65,7 +64,7 @@ def _redacted(rows: list[dict]) -> dict:
 
 
 def _no_pii_left(lake, manifest: dict) -> CheckResult:
-    texts = pq.read_table(manifest["path"], columns=["text"]).column("text").to_pylist()
+    texts = lake.read_table(manifest["asset"], manifest["partition"], ["text"]).column("text").to_pylist()
     leaks = sum(1 for t in texts for s in pii.find_pii(t) if s.type in MUST_NOT_REMAIN)
     return CheckResult(leaks == 0, {"leaked_spans": leaks})
 
