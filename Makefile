@@ -59,6 +59,7 @@ bench: $(VENV)/.bench-installed  ## benchmarks: ours vs the reference tools, sid
 	$(BIN)/python -m benchmarks.ingest_bench
 	$(BIN)/python -m benchmarks.curation_bench
 	$(BIN)/python -m benchmarks.dedup_scaling
+	$(BIN)/python -m benchmarks.curation_scaling
 	$(BIN)/python -m benchmarks.sensor_bench
 	$(BIN)/python -m benchmarks.tokenize_bench
 	$(BIN)/python -m benchmarks.train_bench

@@ -2,9 +2,11 @@
 process pool, and a local Ray cluster with 1 and with 2 worker CPUs. Every stage runs over all N
 partitions as one backfill run does (`pipelines.engine.run_partitions`: ingest, batch dedup into an
 empty index, each tagger, the filter); the curated files and ledgers must be byte-identical across
-engines, and the benchmark says so.
+engines, and the benchmark says so. Each engine first curates the smallest set untimed (Ray starts
+its workers; models load): a forked pool still loads the taggers' models in every run, Ray's
+long-lived workers keep them.
 
-    python -m benchmarks.curation_scaling [--sizes 4,16,64] [--pages 60]
+    python -m benchmarks.curation_scaling [--sizes 4,16,64] [--pages 100]
 
 Incremental dedup's per-partition time against the index size is `benchmarks.dedup_scaling`.
 """
@@ -56,7 +58,7 @@ def digest(lake_root: Path) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="4,16,64")
-    parser.add_argument("--pages", type=int, default=60, help="pages per generated crawl file")
+    parser.add_argument("--pages", type=int, default=100, help="pages per generated crawl file")
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.sizes.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="curation-scaling-"))
@@ -68,6 +70,8 @@ def main(argv=None) -> None:
         results: dict[tuple[str, int], dict] = {}
 
         def run_all(label: str, engine: Engine) -> None:
+            curate(crawls[sizes[0]], tmp / "warm-up", engine)  # untimed: Ray workers start, models load once
+            shutil.rmtree(tmp / "warm-up")
             for n in sizes:
                 lake_root = tmp / f"lake-{label.replace(' ', '_')}-{n}"
                 seconds = curate(crawls[n], lake_root, engine)
