@@ -105,8 +105,8 @@ def stage_assets(stage: Stage, *, group: str, deps: list = (), partitions_def=No
                  metadata: Callable[[dict], dict] = manifest_metadata, write_catalog: bool = False, **asset_kwargs) -> list:
     """The asset that runs `stage` (and writes its manifest), then one asset check per stage check.
 
-    A partitioned stage runs over every partition of its run (a backfill of a range is one run under
-    PARTITION_BACKFILL_POLICY) on the `engine` resource: a process pool here, or a Ray cluster.
+    A partitioned stage runs over every partition of its run (a backfill runs ranges of partitions,
+    `partitions.crawl_backfill_policy`) on the `engine` resource: a process pool here, or a Ray cluster.
     """
     config_cls = dagster_config(stage.config)
     needs_partition = partitions_def is not None

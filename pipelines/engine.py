@@ -137,7 +137,7 @@ def _in_task(fn: Callable[[T], R], item: T) -> R:
 def run_partitions(stage: Stage, ctxs: list[StageContext], config: Any, engine: Engine) -> list[Manifest]:
     """`stage` over every context's partition on `engine`; manifests in the contexts' order.
 
-    Logs of tasks run elsewhere are replayed through the first context's `log` as they come back.
+    What tasks run elsewhere logged is replayed through the first context's `log` when they finish.
     """
     if stage.run_many is not None:
         with engine.active():
