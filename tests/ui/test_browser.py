@@ -4,7 +4,8 @@ Materializes the whole graph (tiny presets) on a small generated sample into a D
 instance, starts `dagster dev` (webserver + daemon) on 127.0.0.1 over it, opens the asset
 catalog in headless Chromium, checks the key assets render, that the model and report pages
 show the loss curve and the scores without a click, launches a materialization through
-GraphQL and waits for it to succeed.
+GraphQL and waits for it to succeed, and launches a backfill of crawl partitions that the
+daemon runs as one range run.
 """
 
 import os
@@ -94,12 +95,12 @@ def _materialize_everything(home: Path, root: Path) -> None:
                  "pipes_subprocess_client": dg.PipesSubprocessClient(),
                  "inputs": InputsResource(crawl_dir=str(root / "sample" / "crawl"), sources_dir=str(root / "sample" / "sources"),
                                           chat_dir=str(root / "sample" / "chat"))}
-    key = sorted(p.name for p in (root / "sample" / "crawl").iterdir())[0]
+    keys = sorted(p.name for p in (root / "sample" / "crawl").iterdir())  # a WARC file and its WET twin
     everything = [*raw_crawl_defs, *curation_assets, *source_defs, *token_assets, *training_assets, *evaluation_assets]
     run_config = {"ops": {name: {"config": config} for name, config in TINY.items()}}
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        instance.add_dynamic_partitions(crawl_files.name, [key])
-        assert dg.materialize([*raw_crawl_defs, *curation_assets], partition_key=key, instance=instance, resources=resources).success
+        instance.add_dynamic_partitions(crawl_files.name, keys)  # both registered; the WET one is left for the backfill test
+        assert dg.materialize([*raw_crawl_defs, *curation_assets], partition_key=keys[0], instance=instance, resources=resources).success
         rest = assets_only([*source_defs, *token_assets, *training_assets, *evaluation_assets])
         dg.materialize(everything, selection=rest, instance=instance, resources=resources, run_config=run_config,
                        raise_on_error=False)  # a tiny model may fail a promotion gate; the pages show that too
@@ -132,8 +133,8 @@ def test_asset_catalog_renders_and_a_materialization_succeeds(dagster_dev, tmp_p
                   timeout=120_000)
         page.get_by_text("raw_crawl", exact=True).first.wait_for(timeout=120_000)
         page.goto(f"{dagster_dev['url']}/assets/raw_crawl?view=partitions", wait_until="domcontentloaded", timeout=120_000)
-        try:  # the partitions tab counts every registered crawl file: 1 materialized, 10,000 never run
-            page.get_by_text(re.compile(r"Missing \(10000\)")).first.wait_for(timeout=120_000)
+        try:  # the partitions tab counts every registered crawl file: 1 materialized, 10,001 never run
+            page.get_by_text(re.compile(r"Missing \(10001\)")).first.wait_for(timeout=120_000)
         finally:
             page.screenshot(path=str(tmp_path / "raw_crawl_partitions.png"))
         for name in KEY_ASSETS:  # each key asset's own page renders
@@ -186,3 +187,39 @@ def test_model_and_report_pages_show_the_curves_and_scores_without_a_click(dagst
         time.sleep(2)
     assert status == "SUCCESS"
     assert (Path(dagster_dev["lake"]) / "source_wiki" / "_all" / "part-00000.parquet").exists()
+
+
+def _graphql(dagster_dev):
+    from dagster_graphql import DagsterGraphQLClient
+
+    return DagsterGraphQLClient("127.0.0.1", port_number=dagster_dev["port"])
+
+
+def test_a_backfill_of_crawl_partitions_is_one_range_run(dagster_dev):
+    """The backfill daemon of `dagster dev` turns a backfill of crawl partitions into one run over the range
+    (crawl_backfill_policy), and every stage of that run processes both partitions."""
+    client = _graphql(dagster_dev)
+    keys = sorted(p.name for p in (Path(dagster_dev["lake"]).parent / "sample" / "crawl").iterdir())
+    assets = ["raw_crawl", "deduped", "language_id", "pii_tags", "toxicity_tags", "quality_tags", "curated_web"]
+    launch = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+        __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+    result = client._execute(launch, {"params": {"partitionNames": keys, "assetSelection": [{"path": [a]} for a in assets]}})
+    assert result["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", result
+    backfill_id = result["launchPartitionBackfill"]["backfillId"]
+    runs_query = """query($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs { results {
+        runId status tags { key value } } } } }"""
+    status_query = """query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"""
+    deadline, runs, status = time.time() + 300, [], None
+    while time.time() < deadline:
+        status = client._execute(status_query, {"id": backfill_id})["partitionBackfillOrError"]["status"]
+        runs = client._execute(runs_query, {"filter": {"tags": [{"key": "dagster/backfill", "value": backfill_id}]}})[
+            "runsOrError"]["results"]
+        if status in ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED") and all(
+                r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
+            break
+        time.sleep(3)
+    assert len(runs) == 1 and runs[0]["status"] == "SUCCESS", (status, runs)
+    tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
+    assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (keys[0], keys[1])
+    lake = Path(dagster_dev["lake"])
+    assert all((lake / "curated_web" / key / "part-00000.parquet").exists() for key in keys)
