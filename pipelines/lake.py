@@ -240,6 +240,14 @@ def _visible_files(directory: Path) -> set[str]:
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)}
 
 
+def s3_filesystem(attempts: int = 5, timeout_s: float | None = None) -> pafs.S3FileSystem:
+    """pyarrow's S3 client as every s3:// read and write here makes it: credentials and region from the usual
+    AWS variables, AWS_ENDPOINT_URL for MinIO and other S3-compatible stores, AWS's standard retries."""
+    timeouts = {} if timeout_s is None else {"connect_timeout": timeout_s, "request_timeout": timeout_s}
+    return pafs.S3FileSystem(endpoint_override=os.environ.get("AWS_ENDPOINT_URL") or None,
+                             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=attempts), **timeouts)
+
+
 def is_url(location: str | Path) -> bool:
     return isinstance(location, str) and "://" in location
 
@@ -256,9 +264,7 @@ class ObjectStore:
         scheme = self.url.split("://", 1)[0]
         if scheme != "s3":
             raise ValueError(f"{self.url}: the lake on object storage takes s3:// URLs (AWS, MinIO, GCS's S3 API, ...)")
-        s3 = pafs.S3FileSystem(endpoint_override=os.environ.get("AWS_ENDPOINT_URL") or None,
-                               retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=5))
-        return s3, self.url.removeprefix("s3://").rstrip("/")
+        return s3_filesystem(), self.url.removeprefix("s3://").rstrip("/")
 
     @property
     def fs(self) -> pafs.FileSystem:

@@ -409,8 +409,7 @@ class DedupIndex:
         hashes = [text_hash(t) for t in texts]
         with self.locked():
             self.upgrade(hasher)
-            manifest = self.manifest()
-            self._collect_garbage(manifest)
+            manifest = self.manifest()  # a killed writer's unnamed files go with this commit's garbage
             self.check_lsh(manifest, hasher)
             seq = manifest["partitions"].get(partition, max(manifest["partitions"].values(), default=-1) + 1)
             before = set(self.docs(manifest, seq).column("id").to_pylist()) if str(seq) in manifest["docs"] else set()

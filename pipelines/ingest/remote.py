@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import http.client
 import io
-import os
 import random
 import re
 import time
@@ -22,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from pipelines.contract import param, require
+from pipelines.lake import s3_filesystem
 
 TRANSIENT_STATUS = (408, 425, 429, 500, 502, 503, 504)
 _SAMPLE = re.compile(r"^(all|first:(\d+)|random:(\d+):(\d+)|shard:(\d+)/(\d+))$")
@@ -112,9 +112,7 @@ class S3Reader(RemoteReader):
         from pyarrow import fs
 
         self.url = url
-        s3 = fs.S3FileSystem(endpoint_override=os.environ.get("AWS_ENDPOINT_URL") or None,
-                             retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=policy.attempts),
-                             connect_timeout=policy.timeout_s, request_timeout=policy.timeout_s)
+        s3 = s3_filesystem(policy.attempts, policy.timeout_s)
         path = url.removeprefix("s3://")
         try:
             info = s3.get_file_info(path)
