@@ -1,19 +1,12 @@
 import dagster as dg
 import pytest
 
-from orchestration.defs.curation import curation_assets
-from orchestration.defs.ingest import raw_crawl_defs
 from orchestration.partitions import crawl_files
-
-ALL = [*raw_crawl_defs, *curation_assets]
-
-
-def _keys(sample_dir):
-    return sorted(p.name for p in (sample_dir / "crawl").iterdir() if ".wet" not in p.name)
+from tests.orchestration.crawl_runs import CRAWL_ASSETS, crawl_keys
 
 
 def _materialize(instance, key, resources, run_config=None, raise_on_error=True):
-    return dg.materialize(ALL, partition_key=key, instance=instance, resources=resources, run_config=run_config,
+    return dg.materialize(CRAWL_ASSETS, partition_key=key, instance=instance, resources=resources, run_config=run_config,
                           raise_on_error=raise_on_error)
 
 
@@ -23,7 +16,7 @@ def _mat_count(instance, asset: str, key):
 
 
 def test_curation_chain_materializes_with_passing_checks_and_metadata(sample_dir, resources):
-    key = _keys(sample_dir)[0]
+    key = crawl_keys(sample_dir)[0]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(crawl_files.name, [key])
         result = _materialize(instance, key, resources)
@@ -47,7 +40,7 @@ def test_curation_chain_materializes_with_passing_checks_and_metadata(sample_dir
 
 
 def test_adding_a_partition_reprocesses_only_that_partition(sample_dir, resources, tmp_path):
-    keys = _keys(sample_dir)
+    keys = crawl_keys(sample_dir)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(crawl_files.name, keys[:2])
         for key in keys[:2]:
@@ -67,7 +60,7 @@ def test_adding_a_partition_reprocesses_only_that_partition(sample_dir, resource
 
 
 def test_filtering_warns_while_data_loss_fails_the_run(sample_dir, resources):
-    key = _keys(sample_dir)[0]
+    key = crawl_keys(sample_dir)[0]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(crawl_files.name, [key])
         cfg = {"ops": {"curated_web": {"config": {"max_drop_rate": 0.01}}}}  # more filtering than expected: a warning
@@ -83,7 +76,7 @@ def test_filtering_warns_while_data_loss_fails_the_run(sample_dir, resources):
 
 
 def test_unknown_quality_threshold_names_the_valid_ones(sample_dir, resources):
-    key = _keys(sample_dir)[0]
+    key = crawl_keys(sample_dir)[0]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(crawl_files.name, [key])
         cfg = {"ops": {"curated_web": {"config": {"quality_tags": {"min_wrds": 10}}}}}

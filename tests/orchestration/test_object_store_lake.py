@@ -9,14 +9,10 @@ import dagster as dg
 import pytest
 from pyarrow import fs
 
-from orchestration.defs.curation import curation_assets
-from orchestration.defs.ingest import raw_crawl_defs
 from orchestration.partitions import crawl_files
 from orchestration.resources import LakeResource
 from pipelines.lake import Lake
-
-ALL = [*raw_crawl_defs, *curation_assets]
-COMPARED = ("raw_crawl", "deduped", "language_id", "pii_tags", "quality_tags", "toxicity_tags", "curated_web", "rejection_ledger")
+from tests.orchestration.crawl_runs import COMPARED, CRAWL_ASSETS, crawl_keys, run_each_partition
 
 
 @pytest.fixture
@@ -27,24 +23,16 @@ def bucket(s3_env):
     s3.delete_dir("lake-test")
 
 
-def _keys(sample_dir):
-    return sorted(p.name for p in (sample_dir / "crawl").iterdir() if ".wet" not in p.name)
-
-
 def test_crawl_to_curated_on_s3_writes_the_files_of_a_local_lake(sample_dir, resources, tmp_path, bucket):
-    keys = _keys(sample_dir)
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(crawl_files.name, keys)
-        for key in keys:
-            assert dg.materialize(ALL, partition_key=key, instance=instance, resources=resources).success
+    keys = crawl_keys(sample_dir)
+    local = run_each_partition(keys, resources)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(crawl_files.name, keys)
         for i, key in enumerate(keys):  # the last partition runs on "another machine": a fresh work dir, the index from the bucket
             on_s3 = dict(resources, lake=LakeResource(root="s3://lake-test/lake", work_dir=str(tmp_path / f"work-{i == len(keys) - 1}")))
-            result = dg.materialize(ALL, partition_key=key, instance=instance, resources=on_s3)
+            result = dg.materialize(CRAWL_ASSETS, partition_key=key, instance=instance, resources=on_s3)
             assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
     local_root = Path(resources["lake"].root)
-    local = {str(p.relative_to(local_root)): p.read_bytes() for a in COMPARED for p in sorted((local_root / a).rglob("*.parquet"))}
     info = bucket.get_file_info(fs.FileSelector("lake-test/lake", recursive=True))
     stored = sorted(i.path.removeprefix("lake-test/lake/") for i in info if i.type == fs.FileType.File)
     remote = {name: bucket.open_input_stream(f"lake-test/lake/{name}", compression=None).read()

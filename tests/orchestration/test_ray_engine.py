@@ -2,21 +2,15 @@
 a backfill-style run of several crawl partitions gives byte for byte the files of the local engine's
 one-run-per-partition path."""
 
-from pathlib import Path
-
 import dagster as dg
 import pytest
 
-from orchestration.defs.curation import curation_assets
-from orchestration.defs.ingest import raw_crawl_defs
 from orchestration.partitions import crawl_files
 from orchestration.resources import EngineResource
 from pipelines.engine import Engine, EngineConfig, local_ray_cluster
 from pipelines.parallel import map_chunks
 from serving.process import free_port
-
-ALL = [*raw_crawl_defs, *curation_assets]
-COMPARED = ("raw_crawl", "deduped", "language_id", "pii_tags", "quality_tags", "toxicity_tags", "curated_web", "rejection_ledger")
+from tests.orchestration.crawl_runs import COMPARED, CRAWL_ASSETS, crawl_keys, lake_files, run_each_partition
 
 
 @pytest.fixture(scope="module")
@@ -26,25 +20,14 @@ def ray_cluster():
         yield address
 
 
-def _keys(sample_dir):
-    return sorted(p.name for p in (sample_dir / "crawl").iterdir() if ".wet" not in p.name)
-
-
-def _files(lake_root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(lake_root)): p.read_bytes() for asset in COMPARED for p in sorted((lake_root / asset).rglob("*.parquet"))}
-
-
 def test_a_partition_range_on_ray_writes_the_files_of_the_local_runs(sample_dir, resources, tmp_path, ray_cluster):
-    keys = _keys(sample_dir)
-    with dg.instance_for_test() as instance:  # the local engine, one run per partition (what the sensor launches)
-        instance.add_dynamic_partitions(crawl_files.name, keys)
-        for key in keys:
-            assert dg.materialize(ALL, partition_key=key, instance=instance, resources=resources).success
+    keys = crawl_keys(sample_dir)
+    local = run_each_partition(keys, resources)
     on_ray = dict(resources, engine=EngineResource(kind="ray", ray_address=ray_cluster),
                   lake=type(resources["lake"])(root=str(tmp_path / "ray-lake")))
     with dg.instance_for_test() as instance:  # one run over the range, as a backfill launches it
         instance.add_dynamic_partitions(crawl_files.name, keys)
-        result = dg.materialize(ALL, instance=instance, resources=on_ray,
+        result = dg.materialize(CRAWL_ASSETS, instance=instance, resources=on_ray,
                                 tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
         assert result.success
         logs = [e.message for e in instance.all_logs(result.run_id)]
@@ -54,7 +37,7 @@ def test_a_partition_range_on_ray_writes_the_files_of_the_local_runs(sample_dir,
                         for m in [m.event_specific_data.materialization]}
         assert {("curated_web", k) for k in keys} <= materialized
         assert all(e.passed for e in result.get_asset_check_evaluations())
-    local, remote = _files(Path(resources["lake"].root)), _files(tmp_path / "ray-lake")
+    remote = lake_files(tmp_path / "ray-lake")
     assert sorted(local) == sorted(remote) and len(local) == len(COMPARED) * len(keys) + len(keys)  # two ledger stages
     assert [name for name in local if local[name] != remote[name]] == []
 
