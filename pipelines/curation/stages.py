@@ -107,15 +107,14 @@ def dedup_partition(ctx: StageContext, config: DedupConfig = DedupConfig()) -> d
 def dedup_partitions(ctxs: list[StageContext], config: DedupConfig, engine: Engine) -> list[dict]:
     """Dedup partitions in the given order: batch mode when they start an empty index (a snapshot's
     first backfill), else one incremental partition after another. Both make the same decisions."""
-    lake = ctxs[0].lake
-    with lake.synced(lake.dedup_index_dir(), INDEX_FILE) as root:
-        index = DedupIndex(root)
-        if len(ctxs) == 1 or index.registry():
-            results = None
-        else:
-            t0 = time.perf_counter()
-            results = batch_deduplicate(index, [(c.partition, lake.data_location("raw_crawl", c.partition)) for c in ctxs],
-                                        config, engine)
+    lake, results = ctxs[0].lake, None
+    if len(ctxs) > 1:  # (one partition goes straight to the incremental index: one sync of an object-store index, not two)
+        with lake.synced(lake.dedup_index_dir(), INDEX_FILE) as root:
+            index = DedupIndex(root)
+            if not index.registry():
+                t0 = time.perf_counter()
+                results = batch_deduplicate(index, [(c.partition, lake.data_location("raw_crawl", c.partition)) for c in ctxs],
+                                            config, engine)
     if results is None:
         return [dedup_partition(ctx, config) for ctx in ctxs]
     ctxs[0].log(f"batch dedup of {len(ctxs)} partitions on the {engine.config.kind} engine: {time.perf_counter() - t0:.1f} s")
